@@ -1,0 +1,133 @@
+//! `runAsUser`: every explicitly set UID, at pod level and on each container,
+//! must be non-zero and within `minUid`..=`maxUid`. An unset UID passes here:
+//! `runAsNonRoot` governs the image's default user.
+
+use super::{CheckId, Finding, PodView};
+use crate::config::{ChecksConfig, RunAsUserRule};
+
+const FIELD: &str = "securityContext.runAsUser";
+
+/// What is wrong with `uid`, if anything: the text after `must`.
+fn required_fix(uid: i64, rule: &RunAsUserRule) -> Option<String> {
+    if uid == 0 {
+        return Some(format!("not set {FIELD}=0"));
+    }
+    let too_high = rule.max_uid.is_some_and(|max| uid > max);
+    if uid >= rule.min_uid && !too_high {
+        return None;
+    }
+    Some(match rule.max_uid {
+        Some(max) => format!("set {FIELD} to a UID from {} to {max}", rule.min_uid),
+        None => format!("set {FIELD} to a UID >= {}", rule.min_uid),
+    })
+}
+
+pub fn check(pod: &PodView<'_, '_>, config: &ChecksConfig, out: &mut Vec<Finding>) {
+    let rule = &config.run_as_user;
+    let pod_uid = pod.spec.security_context.as_ref().and_then(|sc| sc.run_as_user);
+    if let Some(uid) = pod_uid.filter(|_| pod.includes_pod_level()) {
+        if let Some(fix) = required_fix(uid, rule) {
+            out.push(Finding {
+                check: CheckId::RunAsUser,
+                container: None,
+                field: pod.field(FIELD),
+                message: format!("runAsUser={uid} (pod must {fix})"),
+            });
+        }
+    }
+    for c in pod.containers() {
+        let Some(uid) = c.container.security_context.as_ref().and_then(|sc| sc.run_as_user) else { continue };
+        if let Some(fix) = required_fix(uid, rule) {
+            out.push(c.finding(CheckId::RunAsUser, FIELD, format!("runAsUser={uid} ({} must {fix})", c.describe())));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::test_support::{fields, run, run_default};
+
+    fn with_uids(pod_uid: &str, container_uid: &str) -> String {
+        format!(
+            r#"{{"securityContext":{{"runAsUser":{pod_uid}}},"containers":[{{"name":"app","securityContext":{{"runAsUser":{container_uid}}}}}]}}"#
+        )
+    }
+
+    #[test]
+    fn accepts_unset_uids() {
+        assert!(run_default(check, r#"{"containers":[{"name":"app"}]}"#).is_empty());
+        assert!(run_default(check, &with_uids("null", "null")).is_empty());
+    }
+
+    #[test]
+    fn accepts_uids_at_and_above_the_minimum() {
+        assert!(run_default(check, &with_uids("1000", "65532")).is_empty());
+    }
+
+    #[test]
+    fn rejects_root_at_pod_level() {
+        let f = run_default(check, &with_uids("0", "2000"));
+        assert_eq!(fields(&f), ["spec.securityContext.runAsUser"]);
+        assert_eq!(f[0].message, "runAsUser=0 (pod must not set securityContext.runAsUser=0)");
+        assert_eq!(f[0].container, None);
+    }
+
+    #[test]
+    fn rejects_root_in_container_even_with_pod_uid_set() {
+        let f = run_default(check, &with_uids("2000", "0"));
+        assert_eq!(fields(&f), ["spec.containers[0].securityContext.runAsUser"]);
+        assert_eq!(f[0].message, r#"runAsUser=0 (container "app" must not set securityContext.runAsUser=0)"#);
+    }
+
+    #[test]
+    fn rejects_just_below_the_minimum() {
+        let f = run_default(check, &with_uids("1000", "999"));
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            f[0].message,
+            r#"runAsUser=999 (container "app" must set securityContext.runAsUser to a UID >= 1000)"#
+        );
+    }
+
+    #[test]
+    fn rejects_negative_uids() {
+        assert_eq!(run_default(check, &with_uids("-1", "1000")).len(), 1);
+    }
+
+    #[test]
+    fn enforces_configured_bounds_on_both_sides() {
+        let mut config = ChecksConfig::default();
+        config.run_as_user.min_uid = 10_000;
+        config.run_as_user.max_uid = Some(20_000);
+        assert!(run(check, &config, &with_uids("10000", "20000")).is_empty());
+        let f = run(check, &config, &with_uids("9999", "20001"));
+        assert_eq!(fields(&f), ["spec.securityContext.runAsUser", "spec.containers[0].securityContext.runAsUser"]);
+        assert!(f[1].message.contains("a UID from 10000 to 20000"), "{}", f[1].message);
+    }
+
+    #[test]
+    fn ephemeral_scope_skips_pod_level_and_other_containers() {
+        use crate::checks::PodView;
+        use crate::decode::model::Object;
+        use crate::extract::{pod_target, WorkloadKind};
+        let json = r#"{"spec":{"securityContext":{"runAsUser":0},"containers":[{"name":"a","securityContext":{"runAsUser":0}}],"ephemeralContainers":[{"name":"debug","securityContext":{"runAsUser":0}}]}}"#;
+        let object: Object = serde_json::from_str(json).unwrap();
+        let target = pod_target(WorkloadKind::Pod, &object);
+        let mut f = Vec::new();
+        check(&PodView::ephemeral_containers_of(&target), &ChecksConfig::default(), &mut f);
+        assert_eq!(fields(&f), ["spec.ephemeralContainers[0].securityContext.runAsUser"]);
+    }
+
+    #[test]
+    fn checks_init_and_ephemeral_containers() {
+        let spec = r#"{"initContainers":[{"name":"i","securityContext":{"runAsUser":0}}],"ephemeralContainers":[{"name":"e","securityContext":{"runAsUser":1}}]}"#;
+        assert_eq!(
+            fields(&run_default(check, spec)),
+            [
+                "spec.initContainers[0].securityContext.runAsUser",
+                "spec.ephemeralContainers[0].securityContext.runAsUser"
+            ]
+        );
+    }
+}

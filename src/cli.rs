@@ -1,0 +1,30 @@
+//! The command line: `podgate check` and `podgate serve`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::check::{self, CheckArgs};
+
+/// A Kubernetes validating admission webhook: non-root, sane UIDs, no
+/// privilege escalation, correct probes.
+#[derive(Debug, Parser)]
+#[command(name = "podgate", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Evaluate manifests offline, exactly as the webhook would.
+    Check(CheckArgs),
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Check(args) => check::run(args),
+    }
+}

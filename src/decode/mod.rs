@@ -1,0 +1,9 @@
+//! Step 1 of the data flow: bytes in, lean typed model out.
+//!
+//! `review` decodes an `AdmissionReview` (the webhook's wire format),
+//! `manifest` decodes YAML/JSON manifest files for `podgate check`; both land
+//! in the same [`model`], which is all the later steps see.
+
+pub mod manifest;
+pub mod model;
+pub mod review;

@@ -1,0 +1,17 @@
+//! podgate: a Kubernetes validating admission webhook that keeps insecure or
+//! unready Pods out of a cluster.
+//!
+//! The data flow, one module per step:
+//! [`decode`] (bytes -> lean model) -> [`extract`] (object -> pod spec and its
+//! path) -> [`checks`] (pod spec -> findings) -> [`verdict`] (findings +
+//! policy -> allow/deny/warn) -> [`report`] for `podgate check`.
+//! [`config`] holds the policy the admin sets.
+
+pub mod check;
+pub mod checks;
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod extract;
+pub mod report;
+pub mod verdict;

@@ -1,0 +1,5 @@
+//! The `podgate` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    podgate::cli::main()
+}
