@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::check::{self, CheckArgs};
+use crate::server::{self, ServeArgs};
 
 /// A Kubernetes validating admission webhook: non-root, sane UIDs, no
 /// privilege escalation, correct probes.
@@ -19,6 +20,9 @@ pub struct Cli {
 pub enum Command {
     /// Evaluate manifests offline, exactly as the webhook would.
     Check(CheckArgs),
+    /// Run the HTTPS admission webhook (POST /validate), with /metrics,
+    /// /healthz and /readyz on a plain-HTTP port.
+    Serve(Box<ServeArgs>),
 }
 
 /// Parses the command line and runs the command.
@@ -26,5 +30,6 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Check(args) => check::run(args),
+        Command::Serve(args) => server::run(args),
     }
 }

@@ -4,7 +4,8 @@
 //! The data flow, one module per step:
 //! [`decode`] (bytes -> lean model) -> [`extract`] (object -> pod spec and its
 //! path) -> [`checks`] (pod spec -> findings) -> [`verdict`] (findings +
-//! policy -> allow/deny/warn) -> [`report`] for `podgate check`.
+//! policy -> allow/deny/warn) -> [`report`] for `podgate check`, or
+//! [`server`] for `podgate serve`, the HTTPS webhook.
 //! [`config`] holds the policy the admin sets.
 
 pub mod check;
@@ -14,4 +15,5 @@ pub mod config;
 pub mod decode;
 pub mod extract;
 pub mod report;
+pub mod server;
 pub mod verdict;

@@ -1,0 +1,198 @@
+//! The flags of `podgate serve`; each has a `PODGATE_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::check::ModeArg;
+use crate::config::Mode;
+
+/// Default `--max-body-bytes`: the apiserver's 3 MiB request limit plus
+/// room for the AdmissionReview envelope.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 3 * 1024 * 1024 + 512 * 1024;
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, fields at the top level.
+    Json,
+}
+
+/// Arguments of `podgate serve`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group = clap::ArgGroup::new("certificate").required(true).args(["tls_cert", "self_signed"]))]
+pub struct ServeArgs {
+    /// Address of the HTTPS webhook listener (POST /validate). Port 0 picks
+    /// a free port; the bound address is logged.
+    #[arg(long, env = "PODGATE_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP listener for /metrics, /healthz and /readyz.
+    #[arg(long, env = "PODGATE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Serving certificate chain, PEM, leaf first (e.g. a Secret's tls.crt).
+    /// Re-read every --cert-reload-interval.
+    #[arg(long, env = "PODGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of the serving certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "PODGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Generate a CA and a serving certificate for localhost, 127.0.0.1, ::1
+    /// and every --dns-name in memory at start-up (local runs and tests).
+    #[arg(long, env = "PODGATE_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub self_signed: bool,
+    /// Extra DNS name for the --self-signed certificate (repeatable; the
+    /// environment variable takes a comma-separated list).
+    #[arg(long = "dns-name", env = "PODGATE_DNS_NAMES", value_delimiter = ',', requires = "self_signed")]
+    pub dns_names: Vec<String>,
+    /// Write the CA certificate of --self-signed to FILE (PEM), for clients
+    /// to trust (curl --cacert FILE, a webhook caBundle).
+    #[arg(long, env = "PODGATE_WRITE_CA", value_name = "FILE", requires = "self_signed")]
+    pub write_ca: Option<PathBuf>,
+    /// Policy file (YAML); the built-in default policy applies without one.
+    /// Re-read every --config-reload-interval; an invalid new file is
+    /// rejected and the current policy stays.
+    #[arg(long, env = "PODGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override the policy's mode (also after every reload).
+    #[arg(long, env = "PODGATE_MODE", value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Log format. The level comes from RUST_LOG (default info).
+    #[arg(long, env = "PODGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// On SIGTERM/SIGINT: time allowed for in-flight reviews to finish
+    /// before their connections are cut (e.g. 10s, 500ms, 1m).
+    #[arg(long, env = "PODGATE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Largest request body accepted, in bytes; larger gets HTTP 413.
+    #[arg(long, env = "PODGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES, value_parser = parse_positive)]
+    pub max_body_bytes: usize,
+    /// Reviews handled at once; beyond it a review is answered HTTP 503 at
+    /// once (the apiserver then applies the webhook's failurePolicy).
+    #[arg(long, env = "PODGATE_MAX_INFLIGHT", default_value_t = 256, value_parser = parse_positive)]
+    pub max_inflight: usize,
+    /// How often the certificate files are checked for a change.
+    #[arg(long, env = "PODGATE_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
+    pub cert_reload_interval: Duration,
+    /// How often the policy file is checked for a change.
+    #[arg(long, env = "PODGATE_CONFIG_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
+    pub config_reload_interval: Duration,
+    /// Time allowed for a new connection's TLS handshake.
+    #[arg(long, env = "PODGATE_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/1.1: time allowed for a request's headers, counted from when the
+    /// connection waits for them, so it is also the keep-alive idle timeout.
+    /// Keep it above the apiserver's 90 s idle-connection timeout, or the
+    /// apiserver may send a review on a connection podgate is closing.
+    #[arg(long, env = "PODGATE_HEADER_READ_TIMEOUT", default_value = "120s", value_parser = parse_positive_duration)]
+    pub header_read_timeout: Duration,
+    /// Time allowed to receive a review's body once its headers are in;
+    /// a slower client gets HTTP 408.
+    #[arg(long, env = "PODGATE_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub request_timeout: Duration,
+}
+
+/// Parses only the flags of `podgate serve` (tests and embedders).
+#[derive(Debug, Parser)]
+#[command(name = "podgate serve")]
+struct ServeOnly {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+impl ServeArgs {
+    /// Parses `podgate serve` flags, e.g. `["--self-signed", "--listen", "127.0.0.1:0"]`.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let argv = std::iter::once(std::ffi::OsString::from("podgate-serve")).chain(args.into_iter().map(Into::into));
+        ServeOnly::try_parse_from(argv).map(|parsed| parsed.args)
+    }
+
+    /// The `--mode` override as a policy mode.
+    pub fn mode_override(&self) -> Option<Mode> {
+        self.mode.map(|mode| match mode {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Audit => Mode::Audit,
+        })
+    }
+}
+
+/// A duration: a number with a unit `ms`, `s`, `m` or `h` (`10s`, `1.5s`,
+/// `500ms`); a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 1m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?}: use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{text:?}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("10d").is_err());
+        assert!(parse_positive_duration("0").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let args = ServeArgs::try_parse_from(["--self-signed"]).unwrap();
+        assert_eq!(args.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(args.metrics_listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(args.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(args.max_inflight, 256);
+        assert_eq!(args.max_body_bytes, 3_670_016);
+        assert_eq!(args.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn requires_one_certificate_source() {
+        assert!(ServeArgs::try_parse_from(Vec::<String>::new()).is_err());
+        assert!(ServeArgs::try_parse_from(["--tls-cert", "c"]).is_err());
+        assert!(ServeArgs::try_parse_from(["--tls-cert", "c", "--tls-key", "k"]).is_ok());
+        assert!(ServeArgs::try_parse_from(["--tls-cert", "c", "--tls-key", "k", "--self-signed"]).is_err());
+        assert!(ServeArgs::try_parse_from(["--write-ca", "ca.pem"]).is_err());
+        let args = ServeArgs::try_parse_from(["--self-signed", "--dns-name", "a", "--dns-name", "b,c"]).unwrap();
+        assert_eq!(args.dns_names, ["a", "b", "c"]);
+        assert!(ServeArgs::try_parse_from(["--self-signed", "--max-inflight", "0"]).is_err());
+    }
+}

@@ -1,0 +1,266 @@
+//! The HTTP handlers: read the body, call the service, encode, count, log.
+//! Nothing here decides anything about a pod.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::config::Policy;
+
+use super::error::ApiError;
+use super::metrics::{Metrics, ReviewRecord};
+use super::service::{self, Admission, Outcome};
+use super::swap::Swap;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub policy: Arc<Swap<Policy>>,
+    pub metrics: Arc<Metrics>,
+    pub inflight: Inflight,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    /// `/readyz`: true from start-up until shutdown begins.
+    pub ready: AtomicBool,
+}
+
+/// Counts reviews in flight and refuses one beyond the cap.
+#[derive(Debug)]
+pub struct Inflight {
+    current: AtomicUsize,
+    max: usize,
+}
+
+impl Inflight {
+    pub fn new(max: usize) -> Self {
+        Inflight { current: AtomicUsize::new(0), max }
+    }
+
+    /// A slot, or `None` when `max` reviews are already in flight.
+    pub fn try_acquire(&self) -> Option<InflightGuard<'_>> {
+        self.current
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .ok()
+            .map(|_| InflightGuard(self))
+    }
+
+    pub fn current(&self) -> usize {
+        self.current.load(Ordering::Acquire)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// Frees its slot when dropped, whatever way the handler ends.
+#[derive(Debug)]
+pub struct InflightGuard<'a>(&'a Inflight);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.current.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The HTTPS listener: `POST /validate`.
+pub fn webhook_router(state: Arc<AppState>) -> Router {
+    Router::new().route("/validate", post(validate).fallback(method_not_allowed)).fallback(not_found).with_state(state)
+}
+
+/// The plain-HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+pub fn ops_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = Instant::now();
+    let Some(_slot) = state.inflight.try_acquire() else {
+        state.metrics.overload_rejection();
+        tracing::debug!(limit = state.inflight.max(), "overloaded: answered 503");
+        return ApiError::Overloaded(state.inflight.max()).into_response();
+    };
+    let body = match read_body(&state, request).await {
+        Ok(body) => body,
+        Err(error) => return reject(&state, error),
+    };
+    let policy = state.policy.load();
+    match service::admit(&policy, &body) {
+        Ok(admission) => {
+            let answer = admission.response();
+            record(&state, &admission, policy.mode.as_str(), started);
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], answer).into_response()
+        }
+        Err(error) => reject(&state, error),
+    }
+}
+
+/// Reads the body: JSON (or no content type), within `--max-body-bytes`
+/// (413) and `--request-timeout` (408).
+async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
+    let (parts, body) = request.into_parts();
+    check_content_type(&parts.headers)?;
+    let limit = state.max_body_bytes;
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    match tokio::time::timeout(state.request_timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(ApiError::Timeout(state.request_timeout)),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::TooLarge { limit }),
+        Ok(Err(error)) => Err(ApiError::Body(error.to_string())),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// `application/json` or any `+json` type, with any parameters; a missing
+/// content type is taken as JSON.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let text = value.to_str().unwrap_or_default();
+    let media_type = text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if media_type == "application/json" || (media_type.starts_with("application/") && media_type.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(text.chars().take(100).collect()))
+    }
+}
+
+/// Counts and logs a request without a verdict, and answers it.
+fn reject(state: &AppState, error: ApiError) -> Response {
+    if let Some(reason) = error.reason() {
+        state.metrics.invalid_request(reason);
+        tracing::warn!(reason = reason.as_str(), %error, "rejected a request without a verdict");
+    }
+    error.into_response()
+}
+
+/// Counts a review and logs it: identity and verdict, never the object.
+fn record(state: &AppState, admission: &Admission<'_, '_>, policy_mode: &'static str, started: Instant) {
+    let elapsed = started.elapsed();
+    let violations = admission.violations();
+    let decision = admission.decision();
+    state.metrics.review(&ReviewRecord {
+        kind: admission.kind,
+        operation: admission.operation,
+        decision,
+        mode: policy_mode,
+        dry_run: admission.dry_run,
+        seconds: elapsed.as_secs_f64(),
+        violations: &violations,
+    });
+    let mut checks = String::new();
+    let mut exemption = String::new();
+    if let Some(verdict) = admission.verdict() {
+        for rule in &verdict.exemptions {
+            state.metrics.exemption(&rule.reason);
+        }
+        let mut seen = Vec::new();
+        for (check, _) in &violations {
+            if !seen.contains(check) {
+                seen.push(*check);
+                if !checks.is_empty() {
+                    checks.push(',');
+                }
+                checks.push_str(check.as_str());
+            }
+        }
+        exemption = verdict.exemption_reason().unwrap_or_default();
+    }
+    let skipped = match admission.outcome {
+        Outcome::Skipped(skip) => skip.as_str(),
+        Outcome::Evaluated(_) => "",
+    };
+    tracing::info!(
+        uid = &*admission.uid,
+        kind = admission.kind,
+        namespace = admission.namespace.as_deref().unwrap_or_default(),
+        name = admission.name.as_deref().unwrap_or_default(),
+        operation = admission.operation,
+        decision = decision.as_str(),
+        dry_run = admission.dry_run,
+        checks = checks.as_str(),
+        skipped,
+        exemption = exemption.as_str(),
+        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        "admission review"
+    );
+}
+
+async fn method_not_allowed(State(state): State<Arc<AppState>>) -> Response {
+    reject(&state, ApiError::MethodNotAllowed)
+}
+
+async fn not_found(State(state): State<Arc<AppState>>) -> Response {
+    reject(&state, ApiError::NotFound)
+}
+
+/// OpenMetrics for clients that accept it (Prometheus does), else the
+/// Prometheus text format.
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|value| value.to_str().is_ok_and(|accept| accept.contains("application/openmetrics-text")));
+    let (content_type, body) = if openmetrics {
+        (super::metrics::OPENMETRICS_CONTENT_TYPE, state.metrics.render())
+    } else {
+        (super::metrics::PROMETHEUS_TEXT_CONTENT_TYPE, state.metrics.render_prometheus_text())
+    };
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inflight_cap_is_exact() {
+        let inflight = Inflight::new(2);
+        let a = inflight.try_acquire().unwrap();
+        let _b = inflight.try_acquire().unwrap();
+        assert!(inflight.try_acquire().is_none());
+        drop(a);
+        assert_eq!(inflight.current(), 1);
+        assert!(inflight.try_acquire().is_some());
+    }
+
+    #[test]
+    fn accepts_json_content_types_only() {
+        let mut headers = HeaderMap::new();
+        assert!(check_content_type(&headers).is_ok());
+        for ok in ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merge+json"]
+        {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ok));
+            assert!(check_content_type(&headers).is_ok(), "{ok}");
+        }
+        for bad in ["text/plain", "application/yaml", "multipart/form-data"] {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(bad));
+            assert!(matches!(check_content_type(&headers), Err(ApiError::UnsupportedMediaType(_))), "{bad}");
+        }
+    }
+}

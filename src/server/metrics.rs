@@ -1,0 +1,427 @@
+//! The Prometheus metrics of `podgate serve`, in OpenMetrics text.
+//!
+//! Every label has a small, fixed set of values (kinds, operations,
+//! decisions, check ids, the admin's exemption reasons): no namespace, name
+//! or user ever becomes a label. Counters are atomics; recording a review
+//! takes no lock held across an `.await`.
+
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::checks::CheckId;
+use crate::verdict::Effect;
+
+/// The content type of [`Metrics::render`].
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`Metrics::render_prometheus_text`].
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds of the review latency histogram, 50 us to 1 s.
+pub const DURATION_BUCKETS: [f64; 10] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25, 1.0];
+
+/// `decision` of `podgate_admission_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed with nothing to report (also: not evaluated, e.g. DELETE).
+    Allowed,
+    /// Denied by at least one finding.
+    Denied,
+    /// Allowed with warnings (action `warn`, or would-be denials in audit mode).
+    Warned,
+    /// Allowed because an exemption covered the whole object.
+    Exempt,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+            Decision::Warned => "warned",
+            Decision::Exempt => "exempt",
+        }
+    }
+}
+
+/// `reason` of `podgate_invalid_requests_total`: why a request got no verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidReason {
+    NotJson,
+    NotAdmissionReview,
+    UnsupportedApiVersion,
+    MissingUid,
+    TooLarge,
+    Timeout,
+    BodyError,
+    UnsupportedMediaType,
+    MethodNotAllowed,
+    NotFound,
+}
+
+impl InvalidReason {
+    pub const ALL: [InvalidReason; 10] = [
+        InvalidReason::NotJson,
+        InvalidReason::NotAdmissionReview,
+        InvalidReason::UnsupportedApiVersion,
+        InvalidReason::MissingUid,
+        InvalidReason::TooLarge,
+        InvalidReason::Timeout,
+        InvalidReason::BodyError,
+        InvalidReason::UnsupportedMediaType,
+        InvalidReason::MethodNotAllowed,
+        InvalidReason::NotFound,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidReason::NotJson => "not_json",
+            InvalidReason::NotAdmissionReview => "not_admission_review",
+            InvalidReason::UnsupportedApiVersion => "unsupported_api_version",
+            InvalidReason::MissingUid => "missing_uid",
+            InvalidReason::TooLarge => "too_large",
+            InvalidReason::Timeout => "timeout",
+            InvalidReason::BodyError => "body_error",
+            InvalidReason::UnsupportedMediaType => "unsupported_media_type",
+            InvalidReason::MethodNotAllowed => "method_not_allowed",
+            InvalidReason::NotFound => "not_found",
+        }
+    }
+}
+
+/// `result` of the reload counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    Success,
+    Error,
+}
+
+impl ReloadResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Success => "success",
+            ReloadResult::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    kind: &'static str,
+    operation: &'static str,
+    decision: &'static str,
+    mode: &'static str,
+    dry_run: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ViolationLabels {
+    check: &'static str,
+    action: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ExemptionLabel {
+    reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StaticReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+type HistogramFamily = Family<KindLabel, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// One review as the metrics see it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewRecord<'a> {
+    pub kind: &'static str,
+    pub operation: &'static str,
+    pub decision: Decision,
+    pub mode: &'static str,
+    pub dry_run: bool,
+    pub seconds: f64,
+    /// `(check, action)` of every violation.
+    pub violations: &'a [(CheckId, Effect)],
+}
+
+/// Every metric podgate exports, and the registry that renders them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily,
+    violations: Family<ViolationLabels, Counter>,
+    exemptions: Family<ExemptionLabel, Counter>,
+    invalid: Family<StaticReasonLabel, Counter>,
+    overload: Counter,
+    certificate_expiry: Gauge,
+    tls_reloads: Family<ResultLabel, Counter>,
+    config_reloads: Family<ResultLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "podgate_admission_requests",
+            "Admission reviews answered, by object kind, operation, decision, policy mode and dry run",
+            requests.clone(),
+        );
+        let duration = HistogramFamily::new_with_constructor(duration_histogram as fn() -> Histogram);
+        registry.register(
+            "podgate_admission_request_duration_seconds",
+            "Time from receiving a review to having its answer, by object kind",
+            duration.clone(),
+        );
+        let violations = Family::<ViolationLabels, Counter>::default();
+        registry.register(
+            "podgate_policy_violations",
+            "Findings reported in answered reviews, by check and action (deny, warn, audit)",
+            violations.clone(),
+        );
+        let exemptions = Family::<ExemptionLabel, Counter>::default();
+        registry.register(
+            "podgate_exemptions",
+            "Reviews an exemption rule applied to, by the rule's reason",
+            exemptions.clone(),
+        );
+        let invalid = Family::<StaticReasonLabel, Counter>::default();
+        registry.register(
+            "podgate_invalid_requests",
+            "Requests rejected without a verdict, by reason",
+            invalid.clone(),
+        );
+        let overload = Counter::default();
+        registry.register(
+            "podgate_overload_rejections",
+            "Reviews answered 503 at once because --max-inflight reviews were already in flight",
+            overload.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "podgate_tls_certificate_expiry_timestamp_seconds",
+            "Expiry (notAfter) of the serving certificate, as a Unix timestamp",
+            certificate_expiry.clone(),
+        );
+        let tls_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "podgate_tls_reloads",
+            "Attempts to load a changed certificate and key, by result",
+            tls_reloads.clone(),
+        );
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "podgate_config_reloads",
+            "Attempts to load a changed policy file, by result",
+            config_reloads.clone(),
+        );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        registry.register("podgate_build_info", "Always 1; the version label is podgate's version", build_info.clone());
+        build_info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
+
+        // Fixed label sets start at zero so that rate() and alerts see them.
+        for reason in InvalidReason::ALL {
+            drop(invalid.get_or_create(&StaticReasonLabel { reason: reason.as_str() }));
+        }
+        for result in [ReloadResult::Success, ReloadResult::Error] {
+            drop(tls_reloads.get_or_create(&ResultLabel { result: result.as_str() }));
+            drop(config_reloads.get_or_create(&ResultLabel { result: result.as_str() }));
+        }
+
+        Metrics {
+            registry,
+            requests,
+            duration,
+            violations,
+            exemptions,
+            invalid,
+            overload,
+            certificate_expiry,
+            tls_reloads,
+            config_reloads,
+        }
+    }
+
+    /// Records one answered review.
+    pub fn review(&self, record: &ReviewRecord<'_>) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                kind: record.kind,
+                operation: record.operation,
+                decision: record.decision.as_str(),
+                mode: record.mode,
+                dry_run: if record.dry_run { "true" } else { "false" },
+            })
+            .inc();
+        self.duration.get_or_create(&KindLabel { kind: record.kind }).observe(record.seconds);
+        for (check, effect) in record.violations {
+            self.violations.get_or_create(&ViolationLabels { check: check.as_str(), action: effect.as_str() }).inc();
+        }
+    }
+
+    /// Records that an exemption rule with `reason` applied.
+    pub fn exemption(&self, reason: &str) {
+        self.exemptions.get_or_create(&ExemptionLabel { reason: reason.to_owned() }).inc();
+    }
+
+    pub fn invalid_request(&self, reason: InvalidReason) {
+        self.invalid.get_or_create(&StaticReasonLabel { reason: reason.as_str() }).inc();
+    }
+
+    pub fn overload_rejection(&self) {
+        self.overload.inc();
+    }
+
+    pub fn tls_reload(&self, result: ReloadResult) {
+        self.tls_reloads.get_or_create(&ResultLabel { result: result.as_str() }).inc();
+    }
+
+    pub fn config_reload(&self, result: ReloadResult) {
+        self.config_reloads.get_or_create(&ResultLabel { result: result.as_str() }).inc();
+    }
+
+    pub fn set_certificate_expiry(&self, unix_seconds: i64) {
+        self.certificate_expiry.set(unix_seconds);
+    }
+
+    /// Every metric in OpenMetrics text, ending with `# EOF`.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        if encode(&mut out, &self.registry).is_err() {
+            // Writing to a String cannot fail; keep the contract anyway.
+            out.clear();
+            let _ = writeln!(out, "# EOF");
+        }
+        out
+    }
+
+    /// Every metric in the Prometheus text format 0.0.4, for clients that do
+    /// not ask for OpenMetrics (`curl`, `promtool check metrics`): the same
+    /// samples, with counter families named after their `_total` samples and
+    /// without the `# EOF` marker.
+    pub fn render_prometheus_text(&self) -> String {
+        let openmetrics = self.render();
+        let mut out = String::with_capacity(openmetrics.len() + 256);
+        let mut pending_help: Option<(&str, &str)> = None;
+        for line in openmetrics.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+                pending_help = Some((name, help));
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if kind == "counter" { "_total" } else { "" };
+                if let Some((help_name, help)) = pending_help.take() {
+                    let _ = writeln!(out, "# HELP {help_name}{suffix} {help}");
+                }
+                let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
+                continue;
+            }
+            if let Some((name, help)) = pending_help.take() {
+                let _ = writeln!(out, "# HELP {name} {help}");
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_with_fixed_labels() {
+        let metrics = Metrics::new();
+        metrics.review(&ReviewRecord {
+            kind: "Pod",
+            operation: "CREATE",
+            decision: Decision::Denied,
+            mode: "enforce",
+            dry_run: false,
+            seconds: 0.0002,
+            violations: &[(CheckId::RunAsNonRoot, Effect::Deny)],
+        });
+        metrics.exemption("kube-system is managed by the cluster operator");
+        metrics.invalid_request(InvalidReason::NotJson);
+        metrics.set_certificate_expiry(1_900_000_000);
+        let text = metrics.render();
+        for expected in [
+            r#"podgate_admission_requests_total{kind="Pod",operation="CREATE",decision="denied",mode="enforce",dry_run="false"} 1"#,
+            r#"podgate_admission_request_duration_seconds_bucket{le="0.00025",kind="Pod"} 1"#,
+            r#"podgate_policy_violations_total{check="runAsNonRoot",action="deny"} 1"#,
+            r#"podgate_exemptions_total{reason="kube-system is managed by the cluster operator"} 1"#,
+            r#"podgate_invalid_requests_total{reason="not_json"} 1"#,
+            r#"podgate_invalid_requests_total{reason="too_large"} 0"#,
+            "podgate_overload_rejections_total 0",
+            "podgate_tls_certificate_expiry_timestamp_seconds 1900000000",
+            r#"podgate_tls_reloads_total{result="error"} 0"#,
+            r#"podgate_config_reloads_total{result="success"} 0"#,
+            concat!(r#"podgate_build_info{version=""#, env!("CARGO_PKG_VERSION"), r#""} 1"#),
+        ] {
+            assert!(text.contains(expected), "missing {expected} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn prometheus_text_names_counter_families_with_their_total_suffix() {
+        let metrics = Metrics::new();
+        metrics.overload_rejection();
+        metrics.review(&ReviewRecord {
+            kind: "Job",
+            operation: "UPDATE",
+            decision: Decision::Allowed,
+            mode: "audit",
+            dry_run: true,
+            seconds: 0.5,
+            violations: &[],
+        });
+        let text = metrics.render_prometheus_text();
+        assert!(text.contains("# HELP podgate_overload_rejections_total Reviews"), "{text}");
+        assert!(
+            text.contains("# TYPE podgate_overload_rejections_total counter\npodgate_overload_rejections_total 1\n")
+        );
+        assert!(text.contains("# TYPE podgate_admission_request_duration_seconds histogram"));
+        assert!(text.contains("# TYPE podgate_build_info gauge"));
+        assert!(!text.contains("# EOF"));
+    }
+}

@@ -1,0 +1,389 @@
+//! The admission logic of the webhook, free of HTTP: decode a review, decide
+//! whether it is evaluated at all, evaluate it with the engine, and say what
+//! the answer and the metrics are.
+//!
+//! Which requests are evaluated:
+//! - CREATE of a Pod or workload: the whole pod spec.
+//! - UPDATE of a Pod or workload: only when its pod spec or template changed
+//!   against `oldObject` (labels, annotations, status and replicas never
+//!   block an object that already runs). The raw JSON of the template is
+//!   compared byte for byte; a re-ordered but equal template is evaluated,
+//!   which errs on the side of checking.
+//! - the `pods/ephemeralcontainers` subresource (`kubectl debug`): the
+//!   ephemeral containers only.
+//! - DELETE, CONNECT, any other subresource, any other kind: allowed.
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::checks::{CheckId, PodView};
+use crate::config::Policy;
+use crate::decode::model::{Object, Text};
+use crate::decode::review::{decode, AdmissionRequest};
+use crate::extract::{pod_target, WorkloadKind};
+use crate::verdict::{evaluate, Effect, Subject, Verdict};
+
+use super::error::ApiError;
+use super::metrics::Decision;
+use super::response;
+
+/// Why a request was allowed without evaluating it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// DELETE, CONNECT, or an operation podgate does not know.
+    Operation,
+    /// A subresource other than `pods/ephemeralcontainers` (status, scale, ...).
+    Subresource,
+    /// Not a Pod or a built-in workload.
+    Kind,
+    /// An UPDATE that left the pod spec or template as it was.
+    Unchanged,
+}
+
+impl Skip {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::Operation => "operation",
+            Skip::Subresource => "subresource",
+            Skip::Kind => "kind",
+            Skip::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// Evaluated or not.
+#[derive(Debug)]
+pub enum Outcome<'p> {
+    Skipped(Skip),
+    Evaluated(Verdict<'p>),
+}
+
+/// The result of admitting one review: what to answer, log and count.
+/// Strings are borrowed from the request body.
+#[derive(Debug)]
+pub struct Admission<'b, 'p> {
+    pub uid: Text<'b>,
+    /// Metric label: the workload kind, or `other`.
+    pub kind: &'static str,
+    /// Metric label: `CREATE`, `UPDATE`, `DELETE`, `CONNECT` or `other`.
+    pub operation: &'static str,
+    pub dry_run: bool,
+    pub namespace: Option<Text<'b>>,
+    pub name: Option<Text<'b>>,
+    pub outcome: Outcome<'p>,
+}
+
+impl Admission<'_, '_> {
+    pub fn decision(&self) -> Decision {
+        match &self.outcome {
+            Outcome::Skipped(_) => Decision::Allowed,
+            Outcome::Evaluated(verdict) => {
+                if verdict.full_exemption().is_some() {
+                    Decision::Exempt
+                } else if !verdict.allowed() {
+                    Decision::Denied
+                } else if verdict.warnings().next().is_some() {
+                    Decision::Warned
+                } else {
+                    Decision::Allowed
+                }
+            }
+        }
+    }
+
+    pub fn verdict(&self) -> Option<&Verdict<'_>> {
+        match &self.outcome {
+            Outcome::Evaluated(verdict) => Some(verdict),
+            Outcome::Skipped(_) => None,
+        }
+    }
+
+    /// `(check, action)` of every violation, for metrics.
+    pub fn violations(&self) -> Vec<(CheckId, Effect)> {
+        self.verdict().map_or_else(Vec::new, |v| v.violations.iter().map(|v| (v.finding.check, v.effect)).collect())
+    }
+
+    /// The encoded `AdmissionReview` answer.
+    pub fn response(&self) -> Vec<u8> {
+        match self.verdict() {
+            Some(verdict) if !verdict.violations.is_empty() || !verdict.exemptions.is_empty() => {
+                response::from_verdict(&self.uid, verdict)
+            }
+            _ => response::allowed(&self.uid),
+        }
+    }
+}
+
+/// Decodes `body` and admits the review under `policy`.
+pub fn admit<'b, 'p>(policy: &'p Policy, body: &'b [u8]) -> Result<Admission<'b, 'p>, ApiError> {
+    let review = decode(body).map_err(|e| ApiError::from_json(&e))?;
+    match review.kind.as_deref() {
+        Some(response::KIND) => {}
+        Some(other) => {
+            return Err(ApiError::NotAdmissionReview(format!("kind is {other:?}, expected \"AdmissionReview\"")))
+        }
+        None => return Err(ApiError::NotAdmissionReview("kind is missing".to_owned())),
+    }
+    if review.api_version.as_deref() != Some(response::API_VERSION) {
+        return Err(ApiError::UnsupportedApiVersion(review.api_version.map(|v| v.0.into_owned()).unwrap_or_default()));
+    }
+    let Some(request) = review.request else {
+        return Err(ApiError::NotAdmissionReview("request is missing".to_owned()));
+    };
+    let AdmissionRequest {
+        uid,
+        kind,
+        resource,
+        sub_resource,
+        name,
+        namespace,
+        operation,
+        user_info,
+        object,
+        old_object,
+        dry_run,
+    } = request;
+    let uid = uid.filter(|uid| !uid.is_empty()).ok_or(ApiError::MissingUid)?;
+
+    let operation = match operation.as_deref() {
+        Some("CREATE") => "CREATE",
+        Some("UPDATE") => "UPDATE",
+        Some("DELETE") => "DELETE",
+        Some("CONNECT") => "CONNECT",
+        _ => "other",
+    };
+    let workload = kind.as_ref().and_then(|gvk| WorkloadKind::from_group_kind(&gvk.group, &gvk.kind));
+    let sub_resource = sub_resource.as_deref().filter(|s| !s.is_empty());
+    let pods = resource.as_ref().is_some_and(|r| r.group.is_empty() && &*r.resource == "pods");
+
+    // What to evaluate: `Some((kind, ephemeral containers only))`, or why not.
+    let plan = match (operation, sub_resource) {
+        ("DELETE" | "CONNECT" | "other", _) => Err(Skip::Operation),
+        (_, Some("ephemeralcontainers")) if pods => Ok((WorkloadKind::Pod, true)),
+        (_, Some(_)) => Err(Skip::Subresource),
+        (_, None) => match workload {
+            None => Err(Skip::Kind),
+            Some(kind) if operation == "UPDATE" && !template_changed(kind, body, old_object) => Err(Skip::Unchanged),
+            Some(kind) => Ok((kind, false)),
+        },
+    };
+    let label_kind = match plan {
+        Ok((kind, _)) => kind.as_str(),
+        Err(_) => workload.map_or("other", WorkloadKind::as_str),
+    };
+
+    let metadata = object.as_ref().and_then(|o| o.metadata.as_ref());
+    let namespace = namespace.filter(|ns| !ns.is_empty()).or_else(|| metadata.and_then(|m| m.namespace.clone()));
+    let name = name
+        .filter(|n| !n.is_empty())
+        .or_else(|| metadata.and_then(|m| m.name.clone().or_else(|| m.generate_name.clone())));
+
+    let outcome = match plan {
+        Err(skip) => Outcome::Skipped(skip),
+        Ok((kind, ephemeral_only)) => {
+            let empty = Object::default();
+            let target = pod_target(kind, object.as_ref().unwrap_or(&empty));
+            let view = if ephemeral_only { PodView::ephemeral_containers_of(&target) } else { PodView::of(&target) };
+            let subject = Subject {
+                namespace: namespace.as_deref(),
+                username: user_info.as_ref().and_then(|u| u.username.as_deref()),
+                groups: user_info.as_ref().map_or(&[], |u| u.groups.as_slice()),
+            };
+            Outcome::Evaluated(evaluate(policy, &subject, &view))
+        }
+    };
+
+    Ok(Admission { uid, kind: label_kind, operation, dry_run: dry_run.unwrap_or(false), namespace, name, outcome })
+}
+
+/// Whether the pod spec (Pod) or pod template (workloads) of an UPDATE's
+/// `object` differs from the one in `oldObject`. Anything unreadable counts
+/// as changed, so that it is evaluated.
+fn template_changed(kind: WorkloadKind, body: &[u8], old_object: Option<&RawValue>) -> bool {
+    let Some(old) = old_object else { return true };
+    let Ok(Some(new)) = raw_object(body) else { return true };
+    match (template_of(kind, new), template_of(kind, old)) {
+        (Ok(new), Ok(old)) => new.map(RawValue::get) != old.map(RawValue::get),
+        _ => true,
+    }
+}
+
+/// `request.object` of a review, as raw JSON (a second, skipping pass that
+/// only UPDATEs of workloads pay for).
+fn raw_object(body: &[u8]) -> serde_json::Result<Option<&RawValue>> {
+    #[derive(Deserialize)]
+    struct Review<'a> {
+        #[serde(borrow, default)]
+        request: Option<Request<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Request<'a> {
+        #[serde(borrow, default)]
+        object: Option<&'a RawValue>,
+    }
+    Ok(serde_json::from_slice::<Review>(body)?.request.and_then(|r| r.object))
+}
+
+/// The raw sub-tree holding the pod spec of `kind`: Pod `spec`, workload
+/// `spec.template`, CronJob `spec.jobTemplate.spec.template`.
+fn template_of(kind: WorkloadKind, object: &RawValue) -> serde_json::Result<Option<&RawValue>> {
+    let path: &[&str] = match kind {
+        WorkloadKind::Pod => &["spec"],
+        WorkloadKind::CronJob => &["spec", "jobTemplate", "spec", "template"],
+        _ => &["spec", "template"],
+    };
+    let mut current = object;
+    for key in path {
+        match field(current, key)? {
+            Some(value) => current = value,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(current))
+}
+
+/// The raw value of `key` in the JSON object `object`; `None` when the key is
+/// absent or `object` is `null`. A repeated key: the last one wins, as in the
+/// main decoder.
+fn field<'a>(object: &'a RawValue, key: &str) -> serde_json::Result<Option<&'a RawValue>> {
+    struct Field<'k>(&'k str);
+
+    impl<'de> DeserializeSeed<'de> for Field<'_> {
+        type Value = Option<&'de RawValue>;
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Field<'_> {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an object with an optional {:?}", self.0)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<Text<'de>>()? {
+                if *key == *self.0 {
+                    found = Some(map.next_value::<&'de RawValue>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    let mut deserializer = serde_json::Deserializer::from_str(object.get());
+    let value = Field(key).deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn review(operation: &str, kind: (&str, &str), object: &str, old: &str, extra: &str) -> String {
+        format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u","kind":{{"group":"{}","version":"v1","kind":"{}"}},"resource":{{"group":"{}","version":"v1","resource":"x"}},"operation":"{operation}","namespace":"prod","object":{object},"oldObject":{old}{extra}}}}}"#,
+            kind.0, kind.1, kind.0
+        )
+    }
+
+    const ROOT_TEMPLATE: &str = r#"{"spec":{"containers":[{"name":"app"}]}}"#;
+
+    fn deployment(replicas: u32, template: &str) -> String {
+        format!(r#"{{"metadata":{{"name":"d"}},"spec":{{"replicas":{replicas},"template":{template}}}}}"#)
+    }
+
+    #[test]
+    fn update_is_evaluated_only_when_the_template_changed() {
+        let policy = Policy::default();
+        let old = deployment(1, ROOT_TEMPLATE);
+        let scaled = review("UPDATE", ("apps", "Deployment"), &deployment(5, ROOT_TEMPLATE), &old, "");
+        let admission = admit(&policy, scaled.as_bytes()).unwrap();
+        assert!(matches!(admission.outcome, Outcome::Skipped(Skip::Unchanged)));
+        assert_eq!(admission.decision(), Decision::Allowed);
+
+        let changed_template = r#"{"spec":{"containers":[{"name":"app","image":"v2"}]}}"#;
+        let changed = review("UPDATE", ("apps", "Deployment"), &deployment(1, changed_template), &old, "");
+        let admission = admit(&policy, changed.as_bytes()).unwrap();
+        assert_eq!(admission.decision(), Decision::Denied);
+        assert_eq!(admission.kind, "Deployment");
+        assert_eq!(admission.name.as_deref(), Some("d"));
+    }
+
+    #[test]
+    fn finds_the_template_of_each_kind() {
+        let cronjob: &RawValue = serde_json::from_str(
+            r#"{"spec":{"schedule":"x","jobTemplate":{"spec":{"template":{"spec":{"a":1}}, "x": null}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(template_of(WorkloadKind::CronJob, cronjob).unwrap().unwrap().get(), r#"{"spec":{"a":1}}"#);
+        let pod: &RawValue = serde_json::from_str(r#"{"metadata":{},"spec":{"b":2}}"#).unwrap();
+        assert_eq!(template_of(WorkloadKind::Pod, pod).unwrap().unwrap().get(), r#"{"b":2}"#);
+        let bare: &RawValue = serde_json::from_str(r#"{"spec":null}"#).unwrap();
+        assert!(template_of(WorkloadKind::Job, bare).unwrap().is_none());
+        let wrong: &RawValue = serde_json::from_str(r#"{"spec":5}"#).unwrap();
+        assert!(template_of(WorkloadKind::Job, wrong).is_err());
+    }
+
+    #[test]
+    fn operations_and_subresources_are_dispatched() {
+        let policy = Policy::default();
+        let pod = r#"{"spec":{"containers":[{"name":"app"}],"ephemeralContainers":[{"name":"debug"}]}}"#;
+        for (operation, extra, expected) in [
+            ("DELETE", "", Some(Skip::Operation)),
+            ("CONNECT", "", Some(Skip::Operation)),
+            ("UPDATE", r#","subResource":"status""#, Some(Skip::Subresource)),
+            ("UPDATE", r#","subResource":"ephemeralcontainers""#, None),
+            ("CREATE", "", None),
+        ] {
+            let body =
+                review(operation, ("", "Pod"), pod, "null", extra).replace(r#""resource":"x""#, r#""resource":"pods""#);
+            let admission = admit(&policy, body.as_bytes()).unwrap();
+            match (expected, &admission.outcome) {
+                (Some(skip), Outcome::Skipped(got)) => assert_eq!(*got, skip, "{operation}{extra}"),
+                (None, Outcome::Evaluated(verdict)) => assert!(!verdict.allowed(), "{operation}{extra}"),
+                (_, other) => panic!("{operation}{extra}: {other:?}"),
+            }
+        }
+        // The subresource view sees only the ephemeral container.
+        let body = review("UPDATE", ("", "Pod"), pod, pod, r#","subResource":"ephemeralcontainers""#)
+            .replace(r#""resource":"x""#, r#""resource":"pods""#);
+        let admission = admit(&policy, body.as_bytes()).unwrap();
+        let verdict = admission.verdict().unwrap();
+        assert!(verdict.violations.iter().all(|v| v.finding.field.contains("ephemeralContainers[0]")), "{verdict:?}");
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_v1_review() {
+        let policy = Policy::default();
+        type Expect = fn(&ApiError) -> bool;
+        let cases: [(&str, Expect); 6] = [
+            ("{", |e| matches!(e, ApiError::NotJson(_))),
+            ("[1]", |e| matches!(e, ApiError::NotAdmissionReview(_))),
+            (r#"{"kind":"Pod","apiVersion":"v1"}"#, |e| matches!(e, ApiError::NotAdmissionReview(_))),
+            (
+                r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1","request":{"uid":"u"}}"#,
+                |e| matches!(e, ApiError::UnsupportedApiVersion(v) if v == "admission.k8s.io/v1beta1"),
+            ),
+            (r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#, |e| {
+                matches!(e, ApiError::NotAdmissionReview(_))
+            }),
+            (r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":""}}"#, |e| {
+                matches!(e, ApiError::MissingUid)
+            }),
+        ];
+        for (body, expected) in cases {
+            let error = admit(&policy, body.as_bytes()).unwrap_err();
+            assert!(expected(&error), "{body}: {error:?}");
+        }
+    }
+}
