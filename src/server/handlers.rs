@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 
 use crate::config::Policy;
 
@@ -113,16 +113,52 @@ async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError
     let (parts, body) = request.into_parts();
     check_content_type(&parts.headers)?;
     let limit = state.max_body_bytes;
+    let drain_limit = limit.saturating_mul(4).max(16 * 1024 * 1024);
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
+    if declared.is_some_and(|len| len > drain_limit as u64) {
+        // Not worth reading: answer now; the connection closes.
         return Err(ApiError::TooLarge { limit });
     }
-    match tokio::time::timeout(state.request_timeout, Limited::new(body, limit).collect()).await {
+    let capacity = declared.map_or(0, |len| usize::try_from(len).unwrap_or(limit).min(limit));
+    match tokio::time::timeout(state.request_timeout, collect(body, limit, drain_limit, capacity)).await {
         Err(_) => Err(ApiError::Timeout(state.request_timeout)),
-        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::TooLarge { limit }),
-        Ok(Err(error)) => Err(ApiError::Body(error.to_string())),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(result) => result,
     }
+}
+
+/// Collects a body of at most `limit` bytes, borrowing a single-frame body
+/// as it is. A larger body is read on and discarded up to `drain_limit`
+/// bytes, so that the client, still sending, gets to read the 413 instead
+/// of a broken pipe.
+async fn collect(mut body: Body, limit: usize, drain_limit: usize, capacity: usize) -> Result<Bytes, ApiError> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::Body(e.to_string()))?;
+        let Ok(data) = frame.into_data() else { continue }; // trailers
+        total = total.saturating_add(data.len());
+        if total > limit {
+            if total > drain_limit {
+                break;
+            }
+            continue;
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    joined.reserve(capacity.max(earlier.len() + data.len()));
+                    joined.extend_from_slice(&earlier);
+                }
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    if total > limit {
+        return Err(ApiError::TooLarge { limit });
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(joined)))
 }
 
 /// `application/json` or any `+json` type, with any parameters; a missing

@@ -1,0 +1,409 @@
+//! Shared by the `serve_*` integration tests: a test CA (rcgen), Kubernetes
+//! style volume mounts updated by atomic symlink swap, an in-process server
+//! on ephemeral ports, an HTTPS client that verifies the test CA, raw TLS
+//! connections for slow and partial requests, and metric lookups.
+//!
+//! Nothing here sleeps and hopes: waits poll a condition with a generous
+//! deadline, so the tests hold on a loaded 2-core machine.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use podgate::server::{self, RunningServer, ServeArgs};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// How long any awaited condition may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A CA made for one test.
+pub struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    pub pem: String,
+}
+
+/// A serving certificate and its key.
+#[derive(Clone)]
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, "podgate test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let pem = issuer.pem();
+        TestCa { issuer, pem }
+    }
+
+    /// A certificate for `127.0.0.1` and `localhost`, expiring at the start
+    /// of `expiry_year` (so tests can tell certificates apart by expiry).
+    pub fn leaf(&self, common_name: &str, expiry_year: i32) -> Leaf {
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(expiry_year, 1, 1);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+    }
+}
+
+/// Unix time of `year`-01-01T00:00:00Z.
+pub fn new_year(year: i32) -> i64 {
+    rcgen::date_time_ymd(year, 1, 1).unix_timestamp()
+}
+
+/// A directory laid out like a Kubernetes Secret or ConfigMap volume:
+/// `NAME -> ..data/NAME`, `..data -> ..<generation>/`. [`Mount::write`]
+/// swaps the whole set at once by renaming a new `..data` symlink over the
+/// old one, as the kubelet does.
+pub struct Mount {
+    dir: tempfile::TempDir,
+    generation: u32,
+}
+
+impl Mount {
+    pub fn new(files: &[(&str, &str)]) -> Self {
+        let mut mount = Mount { dir: tempfile::tempdir().unwrap(), generation: 0 };
+        mount.write(files);
+        for (name, _) in files {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), mount.dir.path().join(name)).unwrap();
+        }
+        mount
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Replaces every file at once.
+    pub fn write(&mut self, files: &[(&str, &str)]) {
+        self.generation += 1;
+        let version = format!("..2026_11_28_10_00_{:02}.{}", self.generation, std::process::id());
+        let version_dir = self.dir.path().join(&version);
+        std::fs::create_dir(&version_dir).unwrap();
+        for (name, content) in files {
+            std::fs::write(version_dir.join(name), content).unwrap();
+        }
+        let tmp = self.dir.path().join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&version, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("..data")).unwrap();
+    }
+}
+
+/// A server started in-process, with what a test needs to talk to it.
+pub struct Harness {
+    pub server: RunningServer,
+    pub ca: TestCa,
+    pub leaf: Leaf,
+    pub certs: Mount,
+    pub client: reqwest::Client,
+    pub url: String,
+}
+
+/// Starts a server with a certificate from a fresh test CA, on ephemeral
+/// loopback ports, with `extra` flags.
+pub async fn start(extra: &[&str]) -> Harness {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("podgate-1", 2090);
+    let certs = Mount::new(&[("tls.crt", &leaf.cert_pem), ("tls.key", &leaf.key_pem)]);
+    let cert = certs.path("tls.crt").display().to_string();
+    let key = certs.path("tls.key").display().to_string();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.as_str(),
+        "--tls-key",
+        key.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let server = server::start(&ServeArgs::try_parse_from(args).unwrap()).await.unwrap();
+    let client = client(&ca.pem, false);
+    let url = format!("https://127.0.0.1:{}/validate", server.webhook_addr().port());
+    Harness { server, ca, leaf, certs, client, url }
+}
+
+impl Harness {
+    /// POSTs `body` as JSON to /validate; the status and the body as JSON.
+    pub async fn post(&self, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        post_with(&self.client, &self.url, body).await
+    }
+
+    /// POSTs a review and returns its `response`, checking the envelope.
+    pub async fn review(&self, review: &Value) -> Value {
+        let (status, answer) = self.post(review.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(answer["kind"], "AdmissionReview");
+        assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
+        answer["response"].clone()
+    }
+
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.metrics_addr())
+    }
+
+    /// GETs `path` from the plain-HTTP metrics/health listener.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.ops_url(path)).send().await.unwrap()
+    }
+
+    /// `/metrics` in the Prometheus text format.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
+    }
+
+    /// The value of one series, e.g. `podgate_overload_rejections_total` or
+    /// `podgate_invalid_requests_total{reason="not_json"}`; 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series).unwrap_or(0.0)
+    }
+
+    /// Waits until `series` has the value `expected`.
+    pub async fn wait_for_metric(&self, series: &str, expected: f64) {
+        eventually(&format!("{series} == {expected}"), || async { self.metric(series).await == expected }).await;
+    }
+}
+
+/// POSTs `body` with `Content-Type: application/json`.
+pub async fn post_with(client: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e:?}"));
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} answer is not JSON ({e}): {text}"));
+    (status, json)
+}
+
+/// The value of `series` in a metrics text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .map(|(_, value)| value.parse().unwrap())
+}
+
+/// A rustls client configuration that trusts only `ca_pem`.
+pub fn tls_config(ca_pem: &str, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// An HTTPS client that verifies the server against `ca_pem`; HTTP/2 via
+/// ALPN when `h2`, else HTTP/1.1 with keep-alive.
+pub fn client(ca_pem: &str, h2: bool) -> reqwest::Client {
+    let alpn: &[&[u8]] = if h2 { &[b"h2", b"http/1.1"] } else { &[b"http/1.1"] };
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls_config(ca_pem, alpn))
+        .timeout(PATIENCE)
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// Like [`client`], but every request opens a new connection (and so a new
+/// TLS handshake).
+pub fn fresh_connection_client(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls_config(ca_pem, &[b"http/1.1"]))
+        .pool_max_idle_per_host(0)
+        .timeout(PATIENCE)
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// A fixture under `tests/fixtures/reviews/`.
+pub fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reviews").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A fixture's raw bytes.
+pub fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reviews").join(name)).unwrap()
+}
+
+/// A fixture with a distinct uid (so answers can be matched to requests).
+pub fn with_uid(mut review: Value, uid: &str) -> Value {
+    review["request"]["uid"] = Value::from(uid);
+    review
+}
+
+/// Polls `condition` until it holds, failing the test after [`PATIENCE`].
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TLS connection to `addr` verified against `ca_pem`, with ALPN http/1.1.
+pub async fn tls_connect(addr: SocketAddr, ca_pem: &str) -> TlsStream<TcpStream> {
+    let connector = TlsConnector::from(Arc::new(tls_config(ca_pem, &[b"http/1.1"])));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap()
+}
+
+/// The DER of the certificate a new connection to `addr` is served.
+pub async fn served_certificate(addr: SocketAddr, ca_pem: &str) -> Vec<u8> {
+    let stream = tls_connect(addr, ca_pem).await;
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// The head of an HTTP/1.1 POST to /validate with a JSON body of `length` bytes.
+pub fn post_head(length: usize) -> String {
+    format!(
+        "POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
+/// A request sent by hand, in parts: headers and the first part of the
+/// body now, the rest later. While its body is incomplete, it is a review
+/// in flight on the server.
+pub struct PartialRequest {
+    stream: TlsStream<TcpStream>,
+    rest: Vec<u8>,
+}
+
+impl PartialRequest {
+    /// Sends the head and the first half of `body`.
+    pub async fn start(addr: SocketAddr, ca_pem: &str, body: &[u8]) -> Self {
+        let mut stream = tls_connect(addr, ca_pem).await;
+        let half = body.len() / 2;
+        stream.write_all(post_head(body.len()).as_bytes()).await.unwrap();
+        stream.write_all(&body[..half]).await.unwrap();
+        stream.flush().await.unwrap();
+        PartialRequest { stream, rest: body[half..].to_vec() }
+    }
+
+    /// Sends the rest of the body and reads the answer.
+    pub async fn finish(mut self) -> (u16, Value) {
+        self.stream.write_all(&self.rest).await.unwrap();
+        self.stream.flush().await.unwrap();
+        read_response(&mut self.stream).await
+    }
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body.
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (u16, Value) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let read = tokio::time::timeout(PATIENCE, stream.read(&mut chunk)).await.expect("response in time").unwrap();
+        assert!(read > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(&buffer));
+        buffer.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().unwrap())
+        })
+        .expect("a Content-Length");
+    while buffer.len() < head_end + length {
+        let read = tokio::time::timeout(PATIENCE, stream.read(&mut chunk)).await.expect("body in time").unwrap();
+        assert!(read > 0, "connection closed inside the body");
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+    (status, serde_json::from_slice(&buffer[head_end..head_end + length]).unwrap())
+}
+
+/// Reads until the peer closes the connection (or errors); fails the test
+/// if that takes longer than [`PATIENCE`]. Returns what was read.
+pub async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.read(&mut chunk)).await.expect("the server closes the connection") {
+            Ok(0) | Err(_) => return received,
+            Ok(read) => received.extend_from_slice(&chunk[..read]),
+        }
+    }
+}
+
+/// Whether `promtool` is on PATH; with `PODGATE_REQUIRE_TOOLS=1` its
+/// absence fails the test instead of skipping the check.
+pub fn promtool_available() -> bool {
+    let found = std::process::Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var("PODGATE_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "PODGATE_REQUIRE_TOOLS=1 but promtool is not on PATH (apt-get install prometheus)"
+        );
+        eprintln!("promtool not on PATH: skipping `promtool check metrics`");
+    }
+    found
+}
+
+/// Runs `promtool check metrics` on `text` and fails the test on any problem.
+pub fn promtool_check(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- metrics ---\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
