@@ -1,0 +1,205 @@
+//! Shutdown, the overload cap, slow clients, and the real binary.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use podgate::server::Shutdown;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_answers_every_review_in_flight() {
+    let h = start(&["--shutdown-grace", "60s"]).await;
+    let addr = h.server.webhook_addr();
+
+    // An idle keep-alive connection, which shutdown must close, not wait for.
+    assert_eq!(h.review(&fixture("pod-create.json")).await["allowed"], true);
+
+    // Three reviews in flight: headers and half of the body sent.
+    let mut in_flight = Vec::new();
+    for i in 0..3 {
+        let body = with_uid(fixture("pod-create.json"), &format!("in-flight-{i}")).to_string();
+        in_flight.push(PartialRequest::start(addr, &h.ca.pem, body.as_bytes()).await);
+    }
+    eventually("3 reviews in flight", || async { h.server.inflight() == 3 }).await;
+
+    h.server.begin_shutdown();
+    assert_eq!(h.get("/readyz").await.status(), 503);
+    eventually("the listener to close", || async { TcpStream::connect(addr).await.is_err() }).await;
+
+    // Every review in flight is answered, correctly.
+    for (i, request) in in_flight.into_iter().enumerate() {
+        let (status, answer) = request.finish().await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["response"]["uid"], format!("in-flight-{i}"));
+        assert_eq!(answer["response"]["allowed"], true);
+    }
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(PATIENCE, h.server.wait()).await.expect("shutdown within the grace period");
+    assert_eq!(outcome, Shutdown::Drained);
+    // Idle keep-alive connections were closed rather than waited for.
+    assert!(started.elapsed() < Duration::from_secs(50), "shutdown waited for idle connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_within_the_grace_period() {
+    let h = start(&["--shutdown-grace", "500ms", "--request-timeout", "10m"]).await;
+    let stuck = PartialRequest::start(h.server.webhook_addr(), &h.ca.pem, &fixture_bytes("pod-create.json")).await;
+    eventually("a review in flight", || async { h.server.inflight() == 1 }).await;
+    let outcome = tokio::time::timeout(PATIENCE, h.server.shutdown()).await.expect("shutdown ends");
+    assert_eq!(outcome, Shutdown::GraceExpired { connections: 1 });
+    drop(stuck);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_answered_503_at_once_and_counted() {
+    let h = start(&["--max-inflight", "2", "--request-timeout", "10m"]).await;
+    let addr = h.server.webhook_addr();
+    let body = fixture_bytes("pod-create.json");
+    let first = PartialRequest::start(addr, &h.ca.pem, &body).await;
+    let second = PartialRequest::start(addr, &h.ca.pem, &body).await;
+    eventually("2 reviews in flight", || async { h.server.inflight() == 2 }).await;
+
+    let response =
+        h.client.post(&h.url).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let answer: Value = response.json().await.unwrap();
+    assert!(answer["error"].as_str().unwrap().contains("--max-inflight"), "{answer}");
+    assert_eq!(h.metric("podgate_overload_rejections_total").await, 1.0);
+    assert_eq!(h.metric(r#"podgate_invalid_requests_total{reason="timeout"}"#).await, 0.0);
+
+    // The reviews in flight complete, and capacity comes back.
+    for request in [first, second] {
+        let (status, answer) = request.finish().await;
+        assert_eq!((status, &answer["response"]["allowed"]), (200, &Value::Bool(true)), "{answer}");
+    }
+    eventually("no review in flight", || async { h.server.inflight() == 0 }).await;
+    assert_eq!(h.review(&fixture("pod-create.json")).await["allowed"], true);
+    assert_eq!(h.metric("podgate_overload_rejections_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_while_others_are_served() {
+    let h =
+        start(&["--tls-handshake-timeout", "300ms", "--header-read-timeout", "300ms", "--request-timeout", "300ms"])
+            .await;
+    let addr = h.server.webhook_addr();
+
+    // No TLS handshake at all.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    // A garbage handshake.
+    let mut garbage = TcpStream::connect(addr).await.unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    // Headers that never end (slowloris).
+    let mut slow_headers = tls_connect(addr, &h.ca.pem).await;
+    slow_headers.write_all(b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").await.unwrap();
+    slow_headers.flush().await.unwrap();
+    // A body that never ends.
+    let mut slow_body = tls_connect(addr, &h.ca.pem).await;
+    slow_body.write_all(format!("{}{{\"kind\":", post_head(1000)).as_bytes()).await.unwrap();
+    slow_body.flush().await.unwrap();
+
+    // Meanwhile others are served.
+    assert_eq!(h.review(&fixture("pod-create.json")).await["allowed"], true);
+
+    read_until_closed(&mut silent).await;
+    read_until_closed(&mut garbage).await;
+    read_until_closed(&mut slow_headers).await;
+    let (status, answer) = read_response(&mut slow_body).await;
+    assert_eq!(status, 408, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("--request-timeout"));
+    assert_eq!(h.metric(r#"podgate_invalid_requests_total{reason="timeout"}"#).await, 1.0);
+    assert_eq!(h.review(&fixture("pod-create.json")).await["allowed"], true);
+}
+
+/// The addresses a `podgate serve --log-format json` process logs at start-up.
+fn wait_for_addresses(lines: &std::sync::mpsc::Receiver<String>) -> (SocketAddr, SocketAddr) {
+    let (mut webhook, mut metrics) = (None, None);
+    let deadline = Instant::now() + PATIENCE;
+    while webhook.is_none() || metrics.is_none() {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("podgate logs its listening addresses");
+        let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+        let address = event["address"].as_str().and_then(|a| a.parse().ok());
+        match event["endpoint"].as_str() {
+            Some("webhook") => webhook = address,
+            Some("metrics") => metrics = address,
+            _ => {}
+        }
+    }
+    (webhook.unwrap(), metrics.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_a_self_signed_certificate_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podgate"))
+        .args(["serve", "--self-signed", "--dns-name", "podgate.podgate.svc", "--write-ca"])
+        .arg(&ca_path)
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = sender.send(line.clone());
+        }
+    });
+    let (webhook, metrics) = wait_for_addresses(&lines);
+
+    let ca = std::fs::read_to_string(&ca_path).unwrap();
+    let client = client(&ca, true);
+    let url = format!("https://127.0.0.1:{}/validate", webhook.port());
+    let (status, answer) = post_with(&client, &url, fixture_bytes("pod-create.json")).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], true);
+    let (status, answer) = post_with(&client, &url, fixture_bytes("pod-create-noncompliant.json")).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], false);
+    let ready = client.get(format!("http://{metrics}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "podgate did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    reader.join().unwrap();
+
+    // One log event per review, with identity and verdict but never the object.
+    let logged: Vec<Value> = lines.try_iter().filter_map(|line| serde_json::from_str(&line).ok()).collect();
+    let reviews: Vec<&Value> = logged.iter().filter(|e| e["message"] == "admission review").collect();
+    assert_eq!(reviews.len(), 2, "{logged:#?}");
+    let denied = reviews.iter().find(|e| e["decision"] == "denied").unwrap();
+    assert_eq!(denied["uid"], "11111111-0000-0000-0000-000000000001");
+    assert_eq!(denied["namespace"], "team-a");
+    assert_eq!(denied["name"], "legacy-app");
+    assert_eq!(denied["kind"], "Pod");
+    assert_eq!(denied["operation"], "CREATE");
+    assert_eq!(denied["checks"], "runAsNonRoot,allowPrivilegeEscalation,livenessProbe,readinessProbe");
+    assert!(denied["latency_us"].is_u64());
+    let all = logged.iter().map(Value::to_string).collect::<String>();
+    assert!(!all.contains("s3cr3t-do-not-log"), "an env value from the object was logged");
+    assert!(!all.contains("registry.example.com"), "an image from the object was logged");
+    assert!(logged.iter().any(|e| e["message"] == "stopped"));
+}

@@ -1,0 +1,179 @@
+//! Hot reload while serving: the certificate (a Secret mount rotated by an
+//! atomic symlink swap) and the policy file (a ConfigMap mount).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use serde_json::Value;
+
+/// Sends reviews in a loop until told to stop, counting answers and
+/// keeping every failure.
+struct Traffic {
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    fn start(client: reqwest::Client, url: String, name: &'static str) -> Self {
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let body = fixture_bytes("pod-create.json");
+        let task = tokio::spawn({
+            let (ok, failures, stop) = (ok.clone(), failures.clone(), stop.clone());
+            async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    i += 1;
+                    let sent =
+                        client.post(&url).header("content-type", "application/json").body(body.clone()).send().await;
+                    let outcome = match sent {
+                        Ok(response) if response.status() == 200 => match response.json::<Value>().await {
+                            Ok(answer) if answer["response"]["allowed"] == true => Ok(()),
+                            Ok(answer) => Err(format!("unexpected answer {answer}")),
+                            Err(e) => Err(format!("unreadable answer: {e:?}")),
+                        },
+                        Ok(response) => Err(format!("status {}", response.status())),
+                        Err(e) => Err(format!("{e:?}")),
+                    };
+                    match outcome {
+                        Ok(()) => {
+                            ok.fetch_add(1, Ordering::AcqRel);
+                        }
+                        Err(e) => failures.lock().unwrap().push(format!("{name} request {i}: {e}")),
+                    }
+                }
+            }
+        });
+        Traffic { ok, failures, stop, task }
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::Acquire)
+    }
+
+    /// Waits until `more` further requests have succeeded.
+    async fn wait_for_more(&self, more: usize) {
+        let target = self.ok() + more;
+        eventually(&format!("{target} successful requests"), || async { self.ok() >= target }).await;
+    }
+
+    async fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Release);
+        self.task.await.unwrap();
+        (self.ok.load(Ordering::Acquire), self.failures.lock().unwrap().clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotation_under_traffic_loses_no_request() {
+    let mut h = start(&["--cert-reload-interval", "100ms"]).await;
+    let addr = h.server.webhook_addr();
+    assert_eq!(served_certificate(addr, &h.ca.pem).await, h.leaf.der);
+
+    // One client keeps its connection, one opens a new one per request.
+    let kept = Traffic::start(client(&h.ca.pem, false), h.url.clone(), "keep-alive");
+    let fresh = Traffic::start(fresh_connection_client(&h.ca.pem), h.url.clone(), "new connections");
+    let h2 = Traffic::start(client(&h.ca.pem, true), h.url.clone(), "h2");
+    kept.wait_for_more(10).await;
+    fresh.wait_for_more(10).await;
+    h2.wait_for_more(10).await;
+
+    let next = h.ca.leaf("podgate-2", 2091);
+    h.certs.write(&[("tls.crt", &next.cert_pem), ("tls.key", &next.key_pem)]);
+    eventually("the new certificate on new connections", || async {
+        served_certificate(addr, &h.ca.pem).await == next.der
+    })
+    .await;
+    assert_eq!(h.server.current_certificate(), next.der);
+    // Traffic goes on across the swap, on old and new connections.
+    kept.wait_for_more(10).await;
+    fresh.wait_for_more(10).await;
+    h2.wait_for_more(10).await;
+
+    for traffic in [kept, fresh, h2] {
+        let (ok, failures) = traffic.stop().await;
+        assert!(failures.is_empty(), "{} of {} requests failed: {failures:#?}", failures.len(), ok + failures.len());
+    }
+    let metrics = h.metrics().await;
+    assert_eq!(metric_value(&metrics, r#"podgate_tls_reloads_total{result="success"}"#), Some(1.0));
+    assert_eq!(metric_value(&metrics, r#"podgate_tls_reloads_total{result="error"}"#), Some(0.0));
+    assert_eq!(metric_value(&metrics, "podgate_tls_certificate_expiry_timestamp_seconds"), Some(new_year(2091) as f64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_new_certificate_keeps_the_old_pair_and_is_counted() {
+    let mut h = start(&["--cert-reload-interval", "100ms"]).await;
+    let addr = h.server.webhook_addr();
+    let other = h.ca.leaf("podgate-2", 2091);
+
+    // A key that does not belong to the certificate.
+    h.certs.write(&[("tls.crt", &other.cert_pem), ("tls.key", &h.leaf.key_pem)]);
+    h.wait_for_metric(r#"podgate_tls_reloads_total{result="error"}"#, 1.0).await;
+    assert_eq!(served_certificate(addr, &h.ca.pem).await, h.leaf.der);
+    assert_eq!(h.review(&fixture("pod-create.json")).await["allowed"], true);
+
+    // Not PEM at all; counted once however often it is polled.
+    h.certs.write(&[("tls.crt", "not a certificate"), ("tls.key", "not a key")]);
+    h.wait_for_metric(r#"podgate_tls_reloads_total{result="error"}"#, 2.0).await;
+    h.server.reload_now();
+    assert_eq!(served_certificate(addr, &h.ca.pem).await, h.leaf.der);
+    assert_eq!(h.metric("podgate_tls_certificate_expiry_timestamp_seconds").await, new_year(2090) as f64);
+
+    // An expired certificate is refused too.
+    let expired = h.ca.leaf("podgate-old", 2021);
+    h.certs.write(&[("tls.crt", &expired.cert_pem), ("tls.key", &expired.key_pem)]);
+    h.wait_for_metric(r#"podgate_tls_reloads_total{result="error"}"#, 3.0).await;
+    assert_eq!(served_certificate(addr, &h.ca.pem).await, h.leaf.der);
+
+    // A valid pair afterwards is taken.
+    h.certs.write(&[("tls.crt", &other.cert_pem), ("tls.key", &other.key_pem)]);
+    h.wait_for_metric(r#"podgate_tls_reloads_total{result="success"}"#, 1.0).await;
+    assert_eq!(served_certificate(addr, &h.ca.pem).await, other.der);
+    assert_eq!(h.metric(r#"podgate_tls_reloads_total{result="error"}"#).await, 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reload_applies_a_valid_policy_and_rejects_an_invalid_one() {
+    let mut config = Mount::new(&[("policy.yaml", "mode: enforce\n")]);
+    let path = config.path("policy.yaml").display().to_string();
+    let h = start(&["--config", &path, "--config-reload-interval", "100ms"]).await;
+    let review = fixture("pod-create-noncompliant.json");
+    assert_eq!(h.review(&review).await["allowed"], false);
+
+    config.write(&[("policy.yaml", "mode: audit\n")]);
+    h.wait_for_metric(r#"podgate_config_reloads_total{result="success"}"#, 1.0).await;
+    let response = h.review(&review).await;
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response["warnings"].as_array().unwrap().len(), 4);
+
+    // Invalid: rejected with a reason in the log, counted, old policy stays.
+    config.write(&[("policy.yaml", "mode: audit\nchecks:\n  runAsUser:\n    minUid: 0\n")]);
+    h.wait_for_metric(r#"podgate_config_reloads_total{result="error"}"#, 1.0).await;
+    let response = h.review(&review).await;
+    assert_eq!(response["allowed"], true, "the audit policy stays in force");
+    // Not YAML at all.
+    config.write(&[("policy.yaml", "mode: [\n")]);
+    h.wait_for_metric(r#"podgate_config_reloads_total{result="error"}"#, 2.0).await;
+    assert_eq!(h.review(&review).await["allowed"], true);
+
+    // Back to enforce with a stricter UID floor.
+    config.write(&[("policy.yaml", "mode: enforce\nchecks:\n  runAsUser:\n    minUid: 20000\n")]);
+    h.wait_for_metric(r#"podgate_config_reloads_total{result="success"}"#, 2.0).await;
+    let response = h.review(&fixture("pod-create.json")).await;
+    assert_eq!(response["allowed"], false, "{response}");
+    assert!(response["status"]["message"].as_str().unwrap().contains("runAsUser"), "{response}");
+    let metrics = h.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"podgate_admission_requests_total{kind="Pod",operation="CREATE",decision="warned",mode="audit",dry_run="false"}"#
+        ),
+        Some(3.0)
+    );
+}
