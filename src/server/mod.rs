@@ -330,7 +330,8 @@ where
 /// Exit code 0 after a clean shutdown, 1 when start-up failed or the grace
 /// period ran out with connections still open.
 pub fn run(args: &ServeArgs) -> ExitCode {
-    init_logging(args.log_format);
+    // Flushes the log lines still queued when it is dropped, at exit.
+    let _log_guard = init_logging(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -395,15 +396,21 @@ async fn wait_for_signal(_server: &RunningServer) -> std::io::Result<&'static st
     tokio::signal::ctrl_c().await.map(|()| "Ctrl-C")
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to standard output through a background writer thread: a review
+/// never waits for a slow log consumer (a full buffer drops lines rather
+/// than stalling admission).
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = match format {
-        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
     };
     if let Err(error) = result {
         eprintln!("podgate: cannot set up logging: {error}");
     }
+    guard
 }
