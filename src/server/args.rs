@@ -23,8 +23,11 @@ pub enum LogFormat {
 }
 
 /// Arguments of `podgate serve`.
+///
+/// One certificate source is required: `--tls-cert` with `--tls-key`, or
+/// `--self-signed` (checked by [`ServeArgs::certificate_source`], so that
+/// `PODGATE_SELF_SIGNED=false` next to certificate files is fine).
 #[derive(Debug, Clone, clap::Args)]
-#[command(group = clap::ArgGroup::new("certificate").required(true).args(["tls_cert", "self_signed"]))]
 pub struct ServeArgs {
     /// Address of the HTTPS webhook listener (POST /validate). Port 0 picks
     /// a free port; the bound address is logged.
@@ -42,7 +45,7 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
     /// Generate a CA and a serving certificate for localhost, 127.0.0.1, ::1
     /// and every --dns-name in memory at start-up (local runs and tests).
-    #[arg(long, env = "PODGATE_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
+    #[arg(long, env = "PODGATE_SELF_SIGNED", value_parser = clap::builder::BoolishValueParser::new())]
     pub self_signed: bool,
     /// Extra DNS name for the --self-signed certificate (repeatable; the
     /// environment variable takes a comma-separated list).
@@ -112,6 +115,16 @@ impl ServeArgs {
     {
         let argv = std::iter::once(std::ffi::OsString::from("podgate-serve")).chain(args.into_iter().map(Into::into));
         ServeOnly::try_parse_from(argv).map(|parsed| parsed.args)
+    }
+
+    /// Where the serving certificate comes from: files, or `None` for
+    /// `--self-signed`.
+    pub fn certificate_source(&self) -> Result<Option<(PathBuf, PathBuf)>, String> {
+        match (&self.tls_cert, &self.tls_key, self.self_signed) {
+            (Some(cert), Some(key), false) => Ok(Some((cert.clone(), key.clone()))),
+            (None, None, true) => Ok(None),
+            _ => Err("give either --tls-cert and --tls-key, or --self-signed".to_owned()),
+        }
     }
 
     /// The `--mode` override as a policy mode.
@@ -186,13 +199,26 @@ mod tests {
 
     #[test]
     fn requires_one_certificate_source() {
-        assert!(ServeArgs::try_parse_from(Vec::<String>::new()).is_err());
-        assert!(ServeArgs::try_parse_from(["--tls-cert", "c"]).is_err());
-        assert!(ServeArgs::try_parse_from(["--tls-cert", "c", "--tls-key", "k"]).is_ok());
-        assert!(ServeArgs::try_parse_from(["--tls-cert", "c", "--tls-key", "k", "--self-signed"]).is_err());
+        let source = |args: &[&str]| ServeArgs::try_parse_from(args).map_err(|e| e.to_string())?.certificate_source();
+        assert!(source(&[]).is_err());
+        assert!(source(&["--tls-cert", "c"]).is_err());
+        assert_eq!(source(&["--tls-cert", "c", "--tls-key", "k"]), Ok(Some(("c".into(), "k".into()))));
+        assert_eq!(source(&["--self-signed"]), Ok(None));
+        assert!(source(&["--tls-cert", "c", "--tls-key", "k", "--self-signed"]).is_err());
         assert!(ServeArgs::try_parse_from(["--write-ca", "ca.pem"]).is_err());
         let args = ServeArgs::try_parse_from(["--self-signed", "--dns-name", "a", "--dns-name", "b,c"]).unwrap();
         assert_eq!(args.dns_names, ["a", "b", "c"]);
         assert!(ServeArgs::try_parse_from(["--self-signed", "--max-inflight", "0"]).is_err());
+    }
+
+    #[test]
+    fn certificate_source_is_checked_again_after_environment_variables() {
+        // PODGATE_SELF_SIGNED=false satisfies clap's group but asks for nothing.
+        let mut args = ServeArgs::try_parse_from(["--self-signed"]).unwrap();
+        args.self_signed = false;
+        assert!(args.certificate_source().is_err());
+        args.tls_cert = Some("c".into());
+        args.tls_key = Some("k".into());
+        assert!(args.certificate_source().is_ok());
     }
 }

@@ -162,14 +162,14 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
     );
     let policy = Arc::new(Swap::new(Arc::new(policy)));
 
-    let (pair, files, self_signed_ca) = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            let files = CertFiles { cert: cert.clone(), key: key.clone() };
+    let (pair, files, self_signed_ca) = match args.certificate_source().map_err(anyhow::Error::msg)? {
+        Some((cert, key)) => {
+            let files = CertFiles { cert: cert.clone(), key };
             let pair = files.load().context("TLS certificate")?;
             tracing::info!(cert = %cert.display(), not_after = pair.not_after, "loaded the TLS certificate");
             (pair, Some(files), None)
         }
-        _ => {
+        None => {
             let generated = tls::self_signed(&args.dns_names).context("self-signed certificate")?;
             match &args.write_ca {
                 Some(path) => {

@@ -31,8 +31,8 @@ use super::swap::Swap;
 /// Why a certificate and key cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("certificate: {0}")]
     Certificate(String),
     #[error("private key: {0}")]
@@ -106,7 +106,7 @@ impl CertFiles {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+    std::fs::read(path).map_err(|error| TlsError::Read { path: path.display().to_string(), error })
 }
 
 /// Hands each new TLS handshake the current certificate.
@@ -267,7 +267,7 @@ impl CertReloader {
     /// mixed, so `None` asks to try again at the next poll.
     async fn read_consistent(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, TlsError> {
         let read = |path: PathBuf| async move {
-            tokio::fs::read(&path).await.map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+            tokio::fs::read(&path).await.map_err(|error| TlsError::Read { path: path.display().to_string(), error })
         };
         let cert = read(self.files.cert.clone()).await?;
         let key = read(self.files.key.clone()).await?;
