@@ -111,8 +111,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Caps a detail message at [`MAX_DETAIL`] bytes on a character boundary.
-fn truncate(mut text: String) -> String {
+/// Caps a detail message at [`MAX_DETAIL`] bytes on a character boundary:
+/// details can quote the request, which can be megabytes.
+pub fn truncate(mut text: String) -> String {
     if text.len() > MAX_DETAIL {
         let mut end = MAX_DETAIL;
         while !text.is_char_boundary(end) {

@@ -220,10 +220,10 @@ fn record(state: &AppState, admission: &Admission<'_, '_>, policy_mode: &'static
         Outcome::Evaluated(_) => "",
     };
     tracing::info!(
-        uid = &*admission.uid,
+        uid = &*cap(&admission.uid),
         kind = admission.kind,
-        namespace = admission.namespace.as_deref().unwrap_or_default(),
-        name = admission.name.as_deref().unwrap_or_default(),
+        namespace = &*cap(admission.namespace.as_deref().unwrap_or_default()),
+        name = &*cap(admission.name.as_deref().unwrap_or_default()),
         operation = admission.operation,
         decision = decision.as_str(),
         dry_run = admission.dry_run,
@@ -233,6 +233,20 @@ fn record(state: &AppState, admission: &Admission<'_, '_>, policy_mode: &'static
         latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "admission review"
     );
+}
+
+/// A request field as logged: at most 256 bytes. The apiserver validates
+/// names before calling, but anyone who can reach the port can send anything.
+fn cap(text: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 256;
+    if text.len() <= MAX {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}...", &text[..end]))
 }
 
 async fn method_not_allowed(State(state): State<Arc<AppState>>) -> Response {
@@ -283,6 +297,14 @@ mod tests {
         drop(a);
         assert_eq!(inflight.current(), 1);
         assert!(inflight.try_acquire().is_some());
+    }
+
+    #[test]
+    fn logged_fields_are_capped() {
+        assert_eq!(cap("web-0"), "web-0");
+        let long = "é".repeat(1000);
+        let capped = cap(&long);
+        assert!(capped.len() <= 259 && capped.ends_with("..."), "{}", capped.len());
     }
 
     #[test]

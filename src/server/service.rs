@@ -26,7 +26,7 @@ use crate::decode::review::{decode, AdmissionRequest};
 use crate::extract::{pod_target, WorkloadKind};
 use crate::verdict::{evaluate, Effect, Subject, Verdict};
 
-use super::error::ApiError;
+use super::error::{truncate, ApiError};
 use super::metrics::Decision;
 use super::response;
 
@@ -123,12 +123,15 @@ pub fn admit<'b, 'p>(policy: &'p Policy, body: &'b [u8]) -> Result<Admission<'b,
     match review.kind.as_deref() {
         Some(response::KIND) => {}
         Some(other) => {
-            return Err(ApiError::NotAdmissionReview(format!("kind is {other:?}, expected \"AdmissionReview\"")))
+            return Err(ApiError::NotAdmissionReview(truncate(format!(
+                "kind is {other:?}, expected \"AdmissionReview\""
+            ))))
         }
         None => return Err(ApiError::NotAdmissionReview("kind is missing".to_owned())),
     }
     if review.api_version.as_deref() != Some(response::API_VERSION) {
-        return Err(ApiError::UnsupportedApiVersion(review.api_version.map(|v| v.0.into_owned()).unwrap_or_default()));
+        let version = review.api_version.map(|v| truncate(v.0.into_owned())).unwrap_or_default();
+        return Err(ApiError::UnsupportedApiVersion(version));
     }
     let Some(request) = review.request else {
         return Err(ApiError::NotAdmissionReview("request is missing".to_owned()));
