@@ -117,7 +117,7 @@ async fn update_is_evaluated_only_when_the_pod_template_changed() {
     let response = h.review(&fixture("deployment-update-scale.json")).await;
     assert_eq!(response, json!({"uid": "22222222-0000-0000-0000-000000000002", "allowed": true}));
     // Relabelling a running non-compliant Pod: allowed.
-    assert_eq!(h.review(&fixture("pod-update-labels.json")).await["allowed"], true);
+    assert_eq!(h.review(&fixture("pod-update-labels-noncompliant.json")).await["allowed"], true);
     // Changing the template (a new image) is evaluated.
     let response = h.review(&fixture("deployment-update-template.json")).await;
     assert_eq!(response["allowed"], false);
