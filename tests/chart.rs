@@ -390,7 +390,7 @@ fn metadata_ok(what: &str, doc: &Value, namespaced: bool) {
     let required: &[&str] = if namespaced { &["name", "namespace", "labels"] } else { &["name", "labels"] };
     keys(what, &doc["metadata"], &["name", "namespace", "labels", "annotations"], required);
     if namespaced {
-        assert_eq!(doc["metadata"]["namespace"], NAMESPACE.to_owned(), "{what}: namespace");
+        assert_eq!(doc["metadata"]["namespace"], NAMESPACE, "{what}: namespace");
     }
 }
 
@@ -891,11 +891,17 @@ fn defaults() {
     let label = &r.label;
     assert_eq!(
         r.kinds(),
-        ["ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount"]
-            .into_iter()
-            .chain(["ValidatingWebhookConfiguration"])
-            .map(String::from)
-            .collect(),
+        [
+            "ConfigMap",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+            "ValidatingWebhookConfiguration"
+        ]
+        .map(String::from)
+        .into(),
         "{label}: optional objects are off by default"
     );
     assert_eq!(r.webhook()["failurePolicy"], "Fail", "{label}: enforce mode fails closed");
