@@ -11,7 +11,8 @@
 //! prometheus-operator objects (Issuer, Certificate, ServiceMonitor,
 //! PrometheusRule) are checked here instead, field by field against the
 //! subset of their CRD schema that the chart uses, and against the objects
-//! they refer to (the Service, the Secret, the metric names podgate exports).
+//! they refer to (the Service, the Secret, the metric names podgate exports);
+//! the PrometheusRule's groups also go through `promtool check rules`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -543,6 +544,7 @@ fn check_prometheus_rule(what: &str, spec: &Value) {
             alerts.insert(alert);
         }
     }
+    promtool_accepts_rules(what, spec);
     for needed in [
         "PodgateDown",
         "PodgateWebhookErrors",
@@ -555,9 +557,19 @@ fn check_prometheus_rule(what: &str, spec: &Value) {
     }
 }
 
-/// PromQL cannot be parsed here (no promtool); at least the brackets
-/// balance, no template was left unrendered, and every podgate metric name
-/// is one the server exports.
+/// Prometheus' own `promtool check rules` parses every expression, `for`
+/// duration and template of the rendered rule groups.
+fn promtool_accepts_rules(what: &str, spec: &Value) {
+    let Some(promtool) = require_tool("promtool", what) else { return };
+    let file = scratch().join(format!("rules-{}.json", file_name(what)));
+    // JSON is YAML: promtool reads the groups as they are.
+    std::fs::write(&file, serde_json::to_vec(spec).unwrap()).unwrap();
+    let output = run(Command::new(promtool).args(["check", "rules"]).arg(&file));
+    assert!(output.status.success(), "{what}: promtool check rules:\n{}{}", stdout(&output), stderr(&output));
+}
+
+/// Cheap checks beside promtool's: the brackets balance, no template was
+/// left unrendered, and every podgate metric name is one the server exports.
 fn expr_sane(what: &str, expr: &str) {
     let mut stack = Vec::new();
     let mut quoted = false;
