@@ -310,6 +310,10 @@ impl Policy {
                 return Err(format!("checks.runAsUser.maxUid: {max} is below minUid {}", uid.min_uid));
             }
         }
+        let kubernetes_max = crate::checks::run_as_user::KUBERNETES_MAX_UID;
+        if uid.max_uid.unwrap_or(uid.min_uid) > kubernetes_max || uid.min_uid > kubernetes_max {
+            return Err(format!("checks.runAsUser: UIDs above {kubernetes_max} are not valid in Kubernetes"));
+        }
         let probes = &self.checks.probe_settings;
         if probes.max_timeout_seconds < 1 {
             return Err("checks.probeSettings.maxTimeoutSeconds: must be at least 1".to_owned());
@@ -392,6 +396,9 @@ mod tests {
         assert!(Policy::from_yaml("checks:\n  runAsUser:\n    minUid: 10\n    maxUid: 5\n")
             .unwrap_err()
             .contains("maxUid"));
+        assert!(Policy::from_yaml("checks:\n  runAsUser:\n    maxUid: 4294967295\n")
+            .unwrap_err()
+            .contains("2147483647"));
         assert!(Policy::from_yaml("exemptions:\n- namespaces: [a]\n  reason: ''\n").unwrap_err().contains("reason"));
         assert!(Policy::from_yaml("exemptions:\n- reason: all\n").unwrap_err().contains("at least one"));
         assert!(Policy::from_yaml("exemptions:\n- serviceAccounts: [ci]\n  reason: x\n")

@@ -7,18 +7,22 @@ use crate::config::{ChecksConfig, RunAsUserRule};
 
 const FIELD: &str = "securityContext.runAsUser";
 
+/// The largest UID Kubernetes accepts (API validation: 0..=2^31-1).
+pub const KUBERNETES_MAX_UID: i64 = 2_147_483_647;
+
 /// What is wrong with `uid`, if anything: the text after `must`.
 fn required_fix(uid: i64, rule: &RunAsUserRule) -> Option<String> {
     if uid == 0 {
         return Some(format!("not set {FIELD}=0"));
     }
-    let too_high = rule.max_uid.is_some_and(|max| uid > max);
-    if uid >= rule.min_uid && !too_high {
+    let max = rule.max_uid.unwrap_or(KUBERNETES_MAX_UID);
+    if (rule.min_uid..=max).contains(&uid) {
         return None;
     }
-    Some(match rule.max_uid {
-        Some(max) => format!("set {FIELD} to a UID from {} to {max}", rule.min_uid),
-        None => format!("set {FIELD} to a UID >= {}", rule.min_uid),
+    Some(if rule.max_uid.is_some() || uid > max {
+        format!("set {FIELD} to a UID from {} to {max}", rule.min_uid)
+    } else {
+        format!("set {FIELD} to a UID >= {}", rule.min_uid)
     })
 }
 
@@ -93,6 +97,16 @@ mod tests {
     #[test]
     fn rejects_negative_uids() {
         assert_eq!(run_default(check, &with_uids("-1", "1000")).len(), 1);
+    }
+
+    #[test]
+    fn rejects_uids_beyond_what_kubernetes_accepts() {
+        let f = run_default(check, &with_uids("2147483647", "2147483648"));
+        assert_eq!(fields(&f), ["spec.containers[0].securityContext.runAsUser"]);
+        assert_eq!(
+            f[0].message,
+            r#"runAsUser=2147483648 (container "app" must set securityContext.runAsUser to a UID from 1000 to 2147483647)"#
+        );
     }
 
     #[test]

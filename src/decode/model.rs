@@ -114,18 +114,43 @@ pub struct PodSpec<'a> {
 impl<'a> PodSpec<'a> {
     /// Decodes the value of `key` if it is a pod spec field; skips it otherwise.
     /// Shared by `PodSpec` and `ObjectSpec`, whose Pod fields sit at the top.
-    /// A repeated key overwrites, as the apiserver's own decoder does.
-    fn decode_field<'de: 'a, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
-        match key {
-            "containers" => self.containers = map.next_value::<Containers<'a>>()?.0,
-            "initContainers" => self.init_containers = map.next_value::<Containers<'a>>()?.0,
-            "ephemeralContainers" => self.ephemeral_containers = map.next_value::<Containers<'a>>()?.0,
-            "securityContext" => self.security_context = map.next_value()?,
-            "restartPolicy" => self.restart_policy = map.next_value()?,
-            _ => {
-                map.next_value::<IgnoredAny>()?;
-            }
+    /// A repeated field is an error, as in every derived struct of the model:
+    /// an object with two `containers` lists has no single meaning to judge.
+    fn decode_field<'de: 'a, A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        seen: &mut SeenFields,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        const FIELDS: [&str; 5] =
+            ["containers", "initContainers", "ephemeralContainers", "securityContext", "restartPolicy"];
+        let Some(index) = FIELDS.iter().position(|field| *field == key) else {
+            map.next_value::<IgnoredAny>()?;
+            return Ok(());
+        };
+        seen.first_time::<A::Error>(index, FIELDS[index])?;
+        match index {
+            0 => self.containers = map.next_value::<Containers<'a>>()?.0,
+            1 => self.init_containers = map.next_value::<Containers<'a>>()?.0,
+            2 => self.ephemeral_containers = map.next_value::<Containers<'a>>()?.0,
+            3 => self.security_context = map.next_value()?,
+            _ => self.restart_policy = map.next_value()?,
         }
+        Ok(())
+    }
+}
+
+/// Which fields a hand-written visitor has seen, to reject duplicates.
+#[derive(Default)]
+struct SeenFields(u32);
+
+impl SeenFields {
+    fn first_time<E: serde::de::Error>(&mut self, index: usize, name: &'static str) -> Result<(), E> {
+        let bit = 1 << index;
+        if self.0 & bit != 0 {
+            return Err(E::duplicate_field(name));
+        }
+        self.0 |= bit;
         Ok(())
     }
 }
@@ -152,8 +177,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for PodSpec<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut spec = PodSpec::default();
+                let mut seen = SeenFields::default();
                 while let Some(key) = map.next_key::<Key<'de>>()? {
-                    spec.decode_field(&key.0, &mut map)?;
+                    spec.decode_field(&key.0, &mut seen, &mut map)?;
                 }
                 Ok(spec)
             }
@@ -172,11 +198,19 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectSpec<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut spec = ObjectSpec::default();
+                let mut seen = SeenFields::default();
                 while let Some(key) = map.next_key::<Key<'de>>()? {
                     match &*key.0 {
-                        "template" => spec.template = map.next_value()?,
-                        "jobTemplate" => spec.job_template = map.next_value()?,
-                        other => spec.pod.decode_field(other, &mut map)?,
+                        // Bits 0..5 belong to the pod spec fields.
+                        "template" => {
+                            seen.first_time::<A::Error>(8, "template")?;
+                            spec.template = map.next_value()?
+                        }
+                        "jobTemplate" => {
+                            seen.first_time::<A::Error>(9, "jobTemplate")?;
+                            spec.job_template = map.next_value()?
+                        }
+                        other => spec.pod.decode_field(other, &mut seen, &mut map)?,
                     }
                 }
                 Ok(spec)

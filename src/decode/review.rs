@@ -113,6 +113,24 @@ mod tests {
     }
 
     #[test]
+    fn rejects_duplicated_fields_anywhere_in_the_pod_spec() {
+        let review =
+            |spec: &str| format!(r#"{{"request":{{"uid":"u","object":{{"kind":"Deployment","spec":{spec}}}}}}}"#);
+        for (spec, field) in [
+            (r#"{"containers":[],"containers":[{"name":"c"}]}"#, "containers"),
+            (r#"{"restartPolicy":"Never","restartPolicy":"Always"}"#, "restartPolicy"),
+            (r#"{"template":{},"template":{}}"#, "template"),
+            (r#"{"template":{"spec":{"initContainers":[],"initContainers":[]}}}"#, "initContainers"),
+            (r#"{"securityContext":{"runAsNonRoot":true,"runAsNonRoot":false}}"#, "runAsNonRoot"),
+        ] {
+            let err = decode(review(spec).as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(&format!("duplicate field `{field}`")), "{spec}: {err}");
+        }
+        // Distinct fields in any order are fine.
+        assert!(decode(review(r#"{"containers":[],"template":{},"initContainers":[]}"#).as_bytes()).is_ok());
+    }
+
+    #[test]
     fn rejects_malformed_json_with_position() {
         let err = decode(br#"{"request": {"uid": "#).unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");

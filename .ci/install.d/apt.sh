@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Debian packages the tests use: promtool (package prometheus) checks the
+# metrics exposition; unzip unpacks helm.
+set -euo pipefail
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v unzip >/dev/null || missing+=(unzip)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+promtool --version | head -1

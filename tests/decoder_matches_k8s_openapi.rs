@@ -1,0 +1,109 @@
+//! The lean decoder reads only what the checks need; these tests decode the
+//! same documents with the upstream `k8s-openapi` / `kube-core` types and
+//! assert that every field the checks use agrees.
+
+use k8s_openapi::api::core::v1 as core;
+use kube_core::admission::AdmissionReview as UpstreamReview;
+use kube_core::DynamicObject;
+use podgate::decode::model::{self, Port};
+use podgate::decode::review;
+
+fn fixture(relative: &str) -> Vec<u8> {
+    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)).unwrap()
+}
+
+fn assert_probe_matches(ours: Option<&model::Probe<'_>>, theirs: Option<&core::Probe>, what: &str) {
+    match (ours, theirs) {
+        (None, None) => {}
+        (Some(p), Some(q)) => {
+            assert_eq!(p.exec.is_some(), q.exec.is_some(), "{what}.exec");
+            assert_eq!(p.http_get.is_some(), q.http_get.is_some(), "{what}.httpGet");
+            assert_eq!(p.tcp_socket.is_some(), q.tcp_socket.is_some(), "{what}.tcpSocket");
+            assert_eq!(p.grpc.is_some(), q.grpc.is_some(), "{what}.grpc");
+            assert_eq!(p.timeout_seconds, q.timeout_seconds.map(i64::from), "{what}.timeoutSeconds");
+            assert_eq!(p.period_seconds, q.period_seconds.map(i64::from), "{what}.periodSeconds");
+            assert_eq!(p.initial_delay_seconds, q.initial_delay_seconds.map(i64::from), "{what}.initialDelaySeconds");
+            if let (Some(ours), Some(theirs)) = (&p.http_get, &q.http_get) {
+                match (ours.port.as_ref().unwrap(), &theirs.port) {
+                    (Port::Number(n), k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(m)) => {
+                        assert_eq!(*n, i64::from(*m), "{what}.httpGet.port")
+                    }
+                    (Port::Name(n), k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(m)) => {
+                        assert_eq!(n.as_ref(), m.as_str(), "{what}.httpGet.port")
+                    }
+                    (a, b) => panic!("{what}.httpGet.port differs: {a:?} vs {b:?}"),
+                }
+            }
+        }
+        (a, b) => panic!("{what}: present in one decoder only: {:?} vs {:?}", a.is_some(), b.is_some()),
+    }
+}
+
+fn assert_containers_match(ours: &[model::Container<'_>], theirs: &[core::Container], list: &str) {
+    assert_eq!(ours.len(), theirs.len(), "{list}: count");
+    for (i, (c, d)) in ours.iter().zip(theirs).enumerate() {
+        let what = format!("{list}[{i}]");
+        assert_eq!(&*c.name, d.name.as_str(), "{what}.name");
+        let sc = c.security_context.as_ref();
+        let dsc = d.security_context.as_ref();
+        assert_eq!(sc.and_then(|s| s.run_as_non_root), dsc.and_then(|s| s.run_as_non_root), "{what} runAsNonRoot");
+        assert_eq!(sc.and_then(|s| s.run_as_user), dsc.and_then(|s| s.run_as_user), "{what} runAsUser");
+        assert_eq!(
+            sc.and_then(|s| s.allow_privilege_escalation),
+            dsc.and_then(|s| s.allow_privilege_escalation),
+            "{what} allowPrivilegeEscalation"
+        );
+        assert_eq!(sc.and_then(|s| s.privileged), dsc.and_then(|s| s.privileged), "{what} privileged");
+        assert_eq!(c.restart_policy.as_deref(), d.restart_policy.as_deref(), "{what}.restartPolicy");
+        let ports: Vec<(Option<&str>, Option<i64>)> =
+            c.ports.iter().map(|p| (p.name.as_deref(), p.container_port)).collect();
+        let their_ports: Vec<(Option<&str>, Option<i64>)> =
+            d.ports.iter().flatten().map(|p| (p.name.as_deref(), Some(i64::from(p.container_port)))).collect();
+        assert_eq!(ports, their_ports, "{what}.ports");
+        assert_probe_matches(c.liveness_probe.as_ref(), d.liveness_probe.as_ref(), &format!("{what}.livenessProbe"));
+        assert_probe_matches(c.readiness_probe.as_ref(), d.readiness_probe.as_ref(), &format!("{what}.readinessProbe"));
+        assert_probe_matches(c.startup_probe.as_ref(), d.startup_probe.as_ref(), &format!("{what}.startupProbe"));
+    }
+}
+
+#[test]
+fn lean_review_decoder_agrees_with_upstream_types() {
+    let body = fixture("reviews/pod-create.json");
+
+    let ours = review::decode(&body).expect("our decoder");
+    let theirs: UpstreamReview<DynamicObject> = serde_json::from_slice(&body).expect("kube-core decoder");
+    let their_request = theirs.request.expect("request");
+    let our_request = ours.request.as_ref().expect("request");
+
+    assert_eq!(our_request.uid.as_deref(), Some(their_request.uid.as_str()));
+    assert_eq!(our_request.kind.as_ref().map(|k| &*k.kind), Some(their_request.kind.kind.as_str()));
+    assert_eq!(our_request.namespace.as_deref(), their_request.namespace.as_deref());
+    assert_eq!(
+        our_request.user_info.as_ref().and_then(|u| u.username.as_deref()),
+        their_request.user_info.username.as_deref()
+    );
+
+    let their_object = their_request.object.expect("object");
+    let their_pod: core::Pod =
+        serde_json::from_value(serde_json::to_value(&their_object).unwrap()).expect("typed Pod from DynamicObject");
+    let their_spec = their_pod.spec.expect("spec");
+    let our_object = our_request.object.as_ref().expect("object");
+    let our_spec = &our_object.spec.as_ref().expect("spec").pod;
+
+    assert_eq!(our_object.metadata.as_ref().and_then(|m| m.name.as_deref()), their_pod.metadata.name.as_deref());
+    let psc = our_spec.security_context.as_ref();
+    let their_psc = their_spec.security_context.as_ref();
+    assert_eq!(psc.and_then(|s| s.run_as_non_root), their_psc.and_then(|s| s.run_as_non_root));
+    assert_eq!(psc.and_then(|s| s.run_as_user), their_psc.and_then(|s| s.run_as_user));
+    assert_eq!(our_spec.restart_policy.as_deref(), their_spec.restart_policy.as_deref());
+
+    assert_containers_match(&our_spec.containers, &their_spec.containers, "containers");
+    assert_containers_match(
+        &our_spec.init_containers,
+        their_spec.init_containers.as_deref().unwrap_or_default(),
+        "initContainers",
+    );
+    assert_eq!(our_spec.ephemeral_containers.len(), their_spec.ephemeral_containers.map_or(0, |e| e.len()));
+    // The fixture is realistic: it really exercises these fields.
+    assert!(!our_spec.containers.is_empty() && !our_spec.init_containers.is_empty());
+}
