@@ -247,6 +247,15 @@ async fn bad_input_gets_a_json_error_and_is_counted() {
             400,
             "invalid type",
         ),
+        (
+            "duplicated key",
+            v1(json!({"uid": "u"}))
+                .to_string()
+                .replace(r#""uid":"u""#, r#""uid":"u","object":{"spec":{"containers":[],"containers":[]}}"#)
+                .into_bytes(),
+            400,
+            "duplicate field",
+        ),
         ("too large", vec![b' '; 70_000], 413, "65536 bytes"),
     ];
     for (what, body, status, detail) in &cases {
@@ -289,7 +298,7 @@ async fn bad_input_gets_a_json_error_and_is_counted() {
     let metrics = h.metrics().await;
     for (reason, count) in [
         ("not_json", 3.0),
-        ("not_admission_review", 4.0),
+        ("not_admission_review", 5.0),
         ("unsupported_api_version", 1.0),
         ("missing_uid", 1.0),
         ("too_large", 2.0),

@@ -249,8 +249,9 @@ fn template_of(kind: WorkloadKind, object: &RawValue) -> serde_json::Result<Opti
 }
 
 /// The raw value of `key` in the JSON object `object`; `None` when the key is
-/// absent or `object` is `null`. A repeated key: the last one wins, as in the
-/// main decoder.
+/// absent or `object` is `null`. A repeated key: the last one wins (the
+/// decoder already refused a pod spec with repeated keys in `object`;
+/// `oldObject` is the apiserver's own stored object).
 fn field<'a>(object: &'a RawValue, key: &str) -> serde_json::Result<Option<&'a RawValue>> {
     struct Field<'k>(&'k str);
 
