@@ -72,7 +72,14 @@ async fn overload_is_answered_503_at_once_and_counted() {
     assert_eq!(response.headers()["retry-after"], "1");
     let answer: Value = response.json().await.unwrap();
     assert!(answer["error"].as_str().unwrap().contains("--max-inflight"), "{answer}");
-    assert_eq!(h.metric("podgate_overload_rejections_total").await, 1.0);
+    // A large review gets its 503 too, over HTTP/1.1 and HTTP/2.
+    let mut large = body.clone();
+    large.extend(std::iter::repeat_n(b' ', 1024 * 1024));
+    for client in [&h.client, &client(&h.ca.pem, true)] {
+        let (status, answer) = post_with(client, &h.url, large.clone()).await;
+        assert_eq!(status, 503, "{answer}");
+    }
+    assert_eq!(h.metric("podgate_overload_rejections_total").await, 3.0);
     assert_eq!(h.metric(r#"podgate_invalid_requests_total{reason="timeout"}"#).await, 0.0);
 
     // The reviews in flight complete, and capacity comes back.
@@ -82,7 +89,7 @@ async fn overload_is_answered_503_at_once_and_counted() {
     }
     eventually("no review in flight", || async { h.server.inflight() == 0 }).await;
     assert_eq!(h.review(&fixture("pod-create.json")).await["allowed"], true);
-    assert_eq!(h.metric("podgate_overload_rejections_total").await, 1.0);
+    assert_eq!(h.metric("podgate_overload_rejections_total").await, 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,6 +90,10 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
     let Some(_slot) = state.inflight.try_acquire() else {
         state.metrics.overload_rejection();
         tracing::debug!(limit = state.inflight.max(), "overloaded: answered 503");
+        // Read and drop the body (no decoding, nothing kept) so that an
+        // HTTP/1.1 client still sending it reads the 503 instead of a reset.
+        let drain = collect(request.into_body(), 0, state.max_body_bytes, 0);
+        let _ = tokio::time::timeout(state.request_timeout, drain).await;
         return ApiError::Overloaded(state.inflight.max()).into_response();
     };
     let body = match read_body(&state, request).await {
