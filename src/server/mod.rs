@@ -12,6 +12,7 @@
 pub mod args;
 pub mod error;
 pub mod handlers;
+pub mod logformat;
 pub mod logwriter;
 pub mod metrics;
 pub mod reload;
@@ -424,7 +425,7 @@ where
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = match format {
         LogFormat::Text => builder.with_ansi(ansi).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
+        LogFormat::Json => builder.event_format(logformat::JsonLines).try_init(),
     };
     if let Err(error) = result {
         eprintln!("podgate: cannot set up logging: {error}");
