@@ -38,6 +38,21 @@ fn fast_decoder_agrees_with_serde_json(body: &[u8]) {
             Ok(slow) => assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "decoded differently: {text}"),
             Err(error) => panic!("the fast decoder accepted what serde_json refuses ({error}): {text}"),
         }
+        // The object's captured text is serde_json's RawValue of it.
+        if let Some(raw) = fast.request.as_ref().and_then(|r| r.object.as_ref()).and_then(|o| o.raw) {
+            #[derive(serde::Deserialize)]
+            struct Review<'a> {
+                #[serde(borrow)]
+                request: Request<'a>,
+            }
+            #[derive(serde::Deserialize)]
+            struct Request<'a> {
+                #[serde(borrow)]
+                object: &'a serde_json::value::RawValue,
+            }
+            let slow: Review = serde_json::from_str(text).expect("serde_json reads the object raw");
+            assert_eq!(raw, slow.request.object.get(), "captured text differs: {text}");
+        }
     }
 }
 

@@ -37,6 +37,56 @@ pub const MAX_DEPTH: usize = 120;
 /// expects a one-entry map from it to the raw text).
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
+/// The name under which [`Captured`] asks for a value with its raw text.
+const CAPTURE_TOKEN: &str = "$podgate::decode::json::Captured";
+
+/// A value and, when this deserializer read it, its raw JSON text (what
+/// serde_json's `RawValue` would hold), at no extra cost. Another
+/// deserializer (serde_json) reads the value alone: `raw` is a shortcut,
+/// never the only way to the text. `Debug` shows the value only.
+pub struct Captured<'a, T> {
+    pub value: T,
+    pub raw: Option<&'a str>,
+}
+
+impl<T> std::ops::Deref for Captured<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Captured<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.value.fmt(f)
+    }
+}
+
+impl<'de: 'a, 'a, T: de::Deserialize<'de>> de::Deserialize<'de> for Captured<'a, T> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CapturedVisitor<'a, T>(std::marker::PhantomData<(&'a (), T)>);
+
+        impl<'de: 'a, 'a, T: de::Deserialize<'de>> Visitor<'de> for CapturedVisitor<'a, T> {
+            type Value = Captured<'a, T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value")
+            }
+            // Any other deserializer: the value alone.
+            fn visit_newtype_struct<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+                T::deserialize(deserializer).map(|value| Captured { value, raw: None })
+            }
+            // This one: the value, then its text.
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let value = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let raw: Option<&'de str> = seq.next_element()?;
+                Ok(Captured { value, raw })
+            }
+        }
+
+        deserializer.deserialize_newtype_struct(CAPTURE_TOKEN, CapturedVisitor(std::marker::PhantomData))
+    }
+}
+
 /// "Not decoded here": the caller asks serde_json.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused;
@@ -57,8 +107,13 @@ impl de::Error for Refused {
 
 /// Decodes `text` as a `T`, or [`Refused`].
 pub fn from_str<'de, T: de::Deserialize<'de>>(text: &'de str) -> Result<T, Refused> {
+    from_str_seed(text, std::marker::PhantomData::<T>)
+}
+
+/// Decodes `text` with `seed`, or [`Refused`].
+pub fn from_str_seed<'de, S: DeserializeSeed<'de>>(text: &'de str, seed: S) -> Result<S::Value, Refused> {
     let mut deserializer = Deserializer { text, bytes: text.as_bytes(), pos: 0, depth: 0 };
-    let value = T::deserialize(&mut deserializer)?;
+    let value = seed.deserialize(&mut deserializer)?;
     deserializer.skip_whitespace();
     if deserializer.pos == deserializer.bytes.len() {
         Ok(value)
@@ -525,6 +580,11 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
             let raw = self.text.get(start..self.pos).ok_or(Refused)?;
             return visitor.visit_map(RawValueEntry(Some(raw)));
         }
+        if name == CAPTURE_TOKEN {
+            self.skip_whitespace();
+            let start = self.pos;
+            return visitor.visit_seq(Capture { de: self, start, step: 0 });
+        }
         visitor.visit_newtype_struct(self)
     }
 
@@ -662,6 +722,30 @@ impl<'de> de::Deserializer<'de> for Key<'de> {
     forward_to_deserialize_any! {
         i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         unit unit_struct seq tuple tuple_struct map struct identifier ignored_any
+    }
+}
+
+/// What [`Captured`] reads from this deserializer: the value, then the text
+/// it was read from.
+struct Capture<'a, 'de> {
+    de: &'a mut Deserializer<'de>,
+    start: usize,
+    step: u8,
+}
+
+impl<'de> SeqAccess<'de> for Capture<'_, 'de> {
+    type Error = Refused;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Refused> {
+        self.step += 1;
+        match self.step {
+            1 => seed.deserialize(&mut *self.de).map(Some),
+            2 => {
+                let raw = self.de.text.get(self.start..self.de.pos).ok_or(Refused)?;
+                seed.deserialize(de::value::BorrowedStrDeserializer::new(raw)).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 }
 
@@ -807,6 +891,25 @@ mod tests {
         }
         let too_deep = format!(r#"{{"other": {}1{}}}"#, "[".repeat(200), "]".repeat(200));
         assert!(from_str::<Sample>(&too_deep).is_err());
+    }
+
+    #[test]
+    fn captures_the_text_of_a_value_it_reads() {
+        #[derive(Debug, Deserialize)]
+        struct Outer<'a> {
+            #[serde(borrow, default)]
+            inner: Option<Captured<'a, Sample<'a>>>,
+        }
+        let text = r#"{"inner":  {"count": 3, "other": [1, {"x": null}]} , "z": 1}"#;
+        let fast: Outer = from_str(text).unwrap();
+        let inner = fast.inner.unwrap();
+        assert_eq!(inner.count, Some(3));
+        assert_eq!(inner.raw, Some(r#"{"count": 3, "other": [1, {"x": null}]}"#));
+        let slow: Outer = serde_json::from_str(text).unwrap();
+        let inner = slow.inner.unwrap();
+        assert_eq!((inner.count, inner.raw), (Some(3), None));
+        let null: Outer = from_str(r#"{"inner": null}"#).unwrap();
+        assert!(null.inner.is_none());
     }
 
     #[test]
