@@ -103,6 +103,12 @@ impl RunningServer {
         self.nudge.notify_waiters();
     }
 
+    /// Reports not ready on `/readyz` while still serving: the first step of
+    /// a shutdown with `--shutdown-delay`.
+    pub fn mark_not_ready(&self) {
+        self.state.ready.store(false, Ordering::Release);
+    }
+
     /// Starts the shutdown: not ready, no new connections, in-flight reviews
     /// finish, idle keep-alive connections close.
     pub fn begin_shutdown(&self) {
@@ -354,6 +360,19 @@ pub fn run(args: &ServeArgs) -> ExitCode {
                 "none"
             }
         };
+        if !args.shutdown_delay.is_zero() {
+            // Endpoints controllers and kube-proxy need a moment to stop
+            // sending new connections here; refusing them at once would fail
+            // reviews the apiserver still routes to this pod.
+            server.mark_not_ready();
+            tracing::info!(signal, delay = ?args.shutdown_delay, "shutting down: not ready, still serving during the delay");
+            tokio::select! {
+                () = tokio::time::sleep(args.shutdown_delay) => {}
+                second = wait_for_signal(&server) => {
+                    tracing::info!(signal = second.unwrap_or("none"), "second signal: delay cut short");
+                }
+            }
+        }
         tracing::info!(
             signal,
             grace = ?args.shutdown_grace,
