@@ -101,7 +101,7 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
         Err(error) => return reject(&state, error),
     };
     let policy = state.policy.load();
-    match service::admit(&policy, &body) {
+    match admit_catching_panics(&policy, &body) {
         Ok(admission) => {
             let answer = admission.response();
             record(&state, &admission, policy.mode.as_str(), started);
@@ -109,6 +109,18 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
         }
         Err(error) => reject(&state, error),
     }
+}
+
+/// [`service::admit`], with a panic (a bug) turned into a 500 for this one
+/// request instead of a reset connection: the apiserver then applies the
+/// webhook's `failurePolicy`, and the error is counted and logged.
+fn admit_catching_panics<'b, 'p>(policy: &'p Policy, body: &'b [u8]) -> Result<Admission<'b, 'p>, ApiError> {
+    catch_panic(|| service::admit(policy, body))
+}
+
+fn catch_panic<T>(f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+    // The engine holds no state across requests, so nothing is left broken.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| Err(ApiError::Internal))
 }
 
 /// Reads the body: JSON (or no content type), within `--max-body-bytes`
@@ -291,6 +303,16 @@ async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_in_the_engine_becomes_a_500_for_that_request_only() {
+        let panicking = catch_panic::<()>(|| panic!("a bug"));
+        let error = panicking.unwrap_err();
+        assert!(matches!(error, ApiError::Internal));
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(error.reason().map(|r| r.as_str()), Some("internal_error"));
+        assert_eq!(catch_panic(|| Ok(7)).unwrap(), 7);
+    }
 
     #[test]
     fn inflight_cap_is_exact() {
