@@ -886,6 +886,18 @@ fn chart_metadata_matches_the_crate() {
     assert_eq!(chart.app_version, env!("CARGO_PKG_VERSION"), "Chart.yaml appVersion must be the crate version");
 }
 
+/// The image's default command is the chart's: `docker run` of the image
+/// behaves as the chart's pod does.
+#[test]
+fn dockerfile_defaults_match_the_chart() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let joined = dockerfile.replace("\\\n", " ");
+    let cmd = joined.lines().find_map(|line| line.strip_prefix("CMD ")).expect("Dockerfile has a CMD");
+    let cmd: Vec<String> = serde_json::from_str(cmd.trim()).expect("CMD is in exec (JSON) form");
+    assert_eq!(cmd, SERVE_ARGS, "Dockerfile CMD differs from the chart's serve arguments");
+    assert!(dockerfile.contains("USER 65532:65532"), "the image runs as the chart's non-root UID");
+}
+
 #[test]
 fn helm_lint_strict() {
     let helm = tool!("helm_lint_strict", "helm");
