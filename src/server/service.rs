@@ -119,6 +119,11 @@ impl Admission<'_, '_> {
 
 /// Decodes `body` and admits the review under `policy`.
 pub fn admit<'b, 'p>(policy: &'p Policy, body: &'b [u8]) -> Result<Admission<'b, 'p>, ApiError> {
+    // JSON is UTF-8. The decoder checks the strings it reads, not those it
+    // skips, so invalid bytes in an ignored field would still get a verdict.
+    if let Err(error) = std::str::from_utf8(body) {
+        return Err(ApiError::NotJson(format!("invalid UTF-8 at byte {}", error.valid_up_to())));
+    }
     let review = decode(body).map_err(|e| ApiError::from_json(&e))?;
     match review.kind.as_deref() {
         Some(response::KIND) => {}
@@ -435,6 +440,22 @@ mod tests {
         for (body, expected) in cases {
             let error = admit(&policy, body.as_bytes()).unwrap_err();
             assert!(expected(&error), "{body}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_anywhere_is_not_json() {
+        let policy = Policy::default();
+        let object = r#"{"spec":{"containers":[{"name":"app","image":"registry/app:1"}]}}"#;
+        let body = review("CREATE", ("", "Pod"), object, "null", "");
+        // In a field the engine reads (the name), and in one it skips (the image).
+        for field in ["app", "registry"] {
+            let mut bytes = body.clone().into_bytes();
+            let at = body.find(field).unwrap();
+            bytes[at] = 0xff;
+            let error = admit(&policy, &bytes).unwrap_err();
+            let expected = format!("invalid UTF-8 at byte {at}");
+            assert!(matches!(&error, ApiError::NotJson(detail) if *detail == expected), "{field}: {error:?}");
         }
     }
 }
