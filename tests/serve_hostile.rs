@@ -623,19 +623,6 @@ async fn malformed_and_oversized_http_is_refused_and_closed() {
     }
 }
 
-/// A deterministic stream of pseudo-random bytes.
-fn noise(len: usize) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 32) as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_instead_of_a_tls_handshake_is_closed() {
     let h = start(&["--tls-handshake-timeout", "2s"]).await;

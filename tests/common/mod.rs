@@ -489,6 +489,7 @@ pub struct Failure {
 /// failures, and when to stop.
 #[derive(Default)]
 pub struct TrafficLog {
+    sent: AtomicUsize,
     ok: AtomicUsize,
     stop: AtomicBool,
     /// Reviews still to send, when bounded; shared by several clients.
@@ -510,14 +511,25 @@ impl TrafficLog {
         Arc::new(TrafficLog { budget: Some(AtomicUsize::new(reviews)), ..TrafficLog::default() })
     }
 
+    /// Reviews answered correctly so far.
     pub fn ok(&self) -> usize {
         self.ok.load(Ordering::Acquire)
+    }
+
+    /// Reviews sent so far (each ends as an answer or a failure).
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::Acquire)
     }
 
     /// Waits until `more` further reviews were answered correctly.
     pub async fn wait_for_more(&self, more: usize) {
         let target = self.ok() + more;
         eventually(&format!("{target} correct answers"), || async { self.ok() >= target }).await;
+    }
+
+    /// Tells the clients sharing it to stop after their current review.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
     }
 
     pub fn answered(&self) -> Vec<String> {
@@ -534,10 +546,14 @@ impl TrafficLog {
         if self.stop.load(Ordering::Acquire) {
             return false;
         }
-        match &self.budget {
+        let take = match &self.budget {
             None => true,
             Some(left) => left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok(),
+        };
+        if take {
+            self.sent.fetch_add(1, Ordering::AcqRel);
         }
+        take
     }
 
     fn record(&self, uid: String, outcome: Result<(), (String, bool)>) {
@@ -564,12 +580,12 @@ pub struct Traffic {
 
 impl Traffic {
     /// A client with a log of its own.
-    pub fn start(client: reqwest::Client, url: String, name: &'static str) -> Self {
+    pub fn start(client: reqwest::Client, url: String, name: impl Into<String>) -> Self {
         Self::start_with(client, url, name, TrafficLog::new())
     }
 
     /// A client writing to a shared log.
-    pub fn start_with(client: reqwest::Client, url: String, name: &'static str, log: Arc<TrafficLog>) -> Self {
+    pub fn start_with(client: reqwest::Client, url: String, name: impl Into<String>, log: Arc<TrafficLog>) -> Self {
         Self::start_sending(client, url, name, log, mixed_reviews())
     }
 
@@ -578,10 +594,11 @@ impl Traffic {
     pub fn start_sending(
         client: reqwest::Client,
         url: String,
-        name: &'static str,
+        name: impl Into<String>,
         log: Arc<TrafficLog>,
         reviews: Arc<[ReviewTemplate]>,
     ) -> Self {
+        let name = name.into();
         let task = tokio::spawn({
             let log = log.clone();
             async move {
@@ -620,7 +637,7 @@ impl Traffic {
 
     /// Stops the client (its current request finishes first).
     pub async fn stop(self) -> (usize, Vec<String>) {
-        self.log.stop.store(true, Ordering::Release);
+        self.log.stop();
         self.task.await.unwrap();
         (self.log.ok(), self.log.failures().into_iter().map(|f| f.error).collect())
     }
@@ -795,4 +812,17 @@ pub async fn garbage_connection(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     // The server may close before reading everything: a failed write is fine.
     let _ = stream.write_all(bytes).await;
     read_until_closed(&mut stream).await
+}
+
+/// A deterministic stream of pseudo-random bytes.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect()
 }
