@@ -646,38 +646,68 @@ async fn garbage_instead_of_a_tls_handshake_is_closed() {
     assert_eq!(served_certificate(addr, &h.ca.pem).await, h.leaf.der);
 }
 
+/// A TLS connection to `addr` that negotiated HTTP/2 (ALPN `h2`).
+async fn h2_connect(addr: SocketAddr, ca_pem: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls_config(ca_pem, &[b"h2"])));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    stream
+}
+
+/// Reads until the server closes `stream`; how long that took from `since`.
+async fn closed_after<S: tokio::io::AsyncRead + Unpin>(mut stream: S, since: Instant) -> (Vec<u8>, Duration) {
+    let received = read_until_closed(&mut stream).await;
+    (received, since.elapsed())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_by_the_timeouts() {
     let h = start(&["--tls-handshake-timeout", "2s", "--header-read-timeout", "2s"]).await;
     let addr = h.server.webhook_addr();
+    // Busy HTTP/2 traffic is never idle.
+    let h2_traffic = Traffic::start(client(&h.ca.pem, true), h.url.clone(), "h2");
     let attack = async {
-        // Connects and never starts the TLS handshake.
-        let tcp_opened = Instant::now();
-        let mut silent_tcp = TcpStream::connect(addr).await.unwrap();
-        // Completes the handshake and never sends a request.
-        let mut silent_tls = tls_connect(addr, &h.ca.pem).await;
-        let tls_opened = Instant::now();
         // Each clock starts before the server's timer does.
-        let (tcp, tls) = tokio::join!(
-            async {
-                let received = read_until_closed(&mut silent_tcp).await;
-                (received, tcp_opened.elapsed())
-            },
-            async {
-                let received = read_until_closed(&mut silent_tls).await;
-                (received, tls_opened.elapsed())
-            },
-        );
-        (tcp, tls)
+        let opened = Instant::now();
+        // Connects and never starts the TLS handshake.
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tcp = closed_after(tcp, opened);
+        // HTTP/1.1: completes the handshake and never sends a request.
+        let opened = Instant::now();
+        let h1 = closed_after(tls_connect(addr, &h.ca.pem).await, opened);
+        // HTTP/2: completes the handshake and never sends the preface.
+        let opened = Instant::now();
+        let h2_mute = closed_after(h2_connect(addr, &h.ca.pem).await, opened);
+        // HTTP/2: sends the preface and its SETTINGS, then no request.
+        let opened = Instant::now();
+        let mut h2 = h2_connect(addr, &h.ca.pem).await;
+        h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+        h2.flush().await.unwrap();
+        let h2_idle = closed_after(h2, opened);
+        tokio::join!(tcp, h1, h2_mute, h2_idle)
     };
-    let (((tcp, tcp_after), (tls, tls_after)), during) = meanwhile(&h, "silent connections", attack).await;
-    assert!(tcp.is_empty() && tls.is_empty(), "{tcp:?} {tls:?}");
-    // Not before the timeouts.
-    assert!(
-        tcp_after >= Duration::from_millis(1900) && tls_after >= Duration::from_millis(1900),
-        "{tcp_after:?} {tls_after:?}"
-    );
+    let ((tcp, h1, h2_mute, h2_idle), during) = meanwhile(&h, "silent connections", attack).await;
+    // Nothing from the HTTP/1.1 side; HTTP/2 sends its own SETTINGS first.
+    assert!(tcp.0.is_empty() && h1.0.is_empty(), "{tcp:?} {h1:?}");
+    for (what, (received, after)) in
+        [("TCP", &tcp), ("HTTP/1.1", &h1), ("HTTP/2 mute", &h2_mute), ("HTTP/2 idle", &h2_idle)]
+    {
+        assert!(*after >= Duration::from_millis(1900), "{what}: closed after {after:?}, before the timeout");
+        if what.starts_with("HTTP/2") {
+            assert_eq!(received.get(3), Some(&4), "{what}: a SETTINGS frame first: {received:?}");
+        }
+    }
     assert!(during > 0, "no review was answered while the silent connections were open");
+    h2_traffic.stop_and_check("HTTP/2 traffic next to idle connections").await;
+
+    // A well-behaved HTTP/2 client idle beyond the timeout reconnects.
+    let h2_client = client(&h.ca.pem, true);
+    let review = fixture_bytes("pod-create.json");
+    assert_eq!(post_with(&h2_client, &h.url, review.clone()).await.0, 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(post_with(&h2_client, &h.url, review).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,8 +94,9 @@ pub struct ServeArgs {
     pub tls_handshake_timeout: Duration,
     /// HTTP/1.1: time allowed for a request's headers, counted from when the
     /// connection waits for them, so it is also the keep-alive idle timeout.
-    /// Keep it above the apiserver's 90 s idle-connection timeout, or the
-    /// apiserver may send a review on a connection podgate is closing.
+    /// HTTP/2: a connection with no request in flight for this long is
+    /// closed. Keep it above the apiserver's 90 s idle-connection timeout, or
+    /// the apiserver may send a review on a connection podgate is closing.
     #[arg(long, env = "PODGATE_HEADER_READ_TIMEOUT", default_value = "120s", value_parser = parse_positive_duration)]
     pub header_read_timeout: Duration,
     /// Time allowed to receive a review's body once its headers are in;

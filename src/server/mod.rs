@@ -12,6 +12,7 @@
 pub mod args;
 pub mod error;
 pub mod handlers;
+mod idle;
 pub mod metrics;
 pub mod reload;
 pub mod response;
@@ -142,6 +143,9 @@ struct Http {
     /// HTTP/2 only (ALPN `h2`).
     h2: auto::Builder<TokioExecutor>,
     handshake_timeout: Duration,
+    /// HTTP/2: a connection without a request for this long is closed (the
+    /// header-read timeout plays this part for HTTP/1.1).
+    h2_idle_timeout: Duration,
 }
 
 impl Http {
@@ -150,7 +154,12 @@ impl Http {
         h1.http1().timer(TokioTimer::new()).header_read_timeout(args.header_read_timeout).keep_alive(true);
         let mut h2 = auto::Builder::new(TokioExecutor::new());
         h2.http2().timer(TokioTimer::new()).max_concurrent_streams(1024);
-        Http { h1: h1.http1_only(), h2: h2.http2_only(), handshake_timeout: args.tls_handshake_timeout }
+        Http {
+            h1: h1.http1_only(),
+            h2: h2.http2_only(),
+            handshake_timeout: args.tls_handshake_timeout,
+            h2_idle_timeout: args.header_read_timeout,
+        }
     }
 }
 
@@ -318,8 +327,18 @@ async fn connection(tcp: TcpStream, tls: Option<TlsAcceptor>, router: Router, ht
             return;
         }
     };
-    let builder = if stream.get_ref().1.alpn_protocol() == Some(b"h2") { &http.h2 } else { &http.h1 };
-    serve_http(stream, builder, router, watcher).await;
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let activity = idle::Activity::new();
+        let service = TowerToHyperService::new(idle::tracked(router, activity.clone()));
+        let serving = watcher.watch(http.h2.serve_connection(TokioIo::new(stream), service));
+        match idle::until_idle(serving, &activity, http.h2_idle_timeout).await {
+            Some(Err(error)) => tracing::debug!(%error, "connection ended with an error"),
+            Some(Ok(())) => {}
+            None => tracing::debug!("closed an HTTP/2 connection without a request for the idle timeout"),
+        }
+    } else {
+        serve_http(stream, &http.h1, router, watcher).await;
+    }
 }
 
 async fn serve_http<I>(io: I, builder: &auto::Builder<TokioExecutor>, router: Router, watcher: Watcher)
