@@ -710,6 +710,96 @@ async fn silent_connections_are_closed_by_the_timeouts() {
     assert_eq!(post_with(&h2_client, &h.url, review).await.0, 200);
 }
 
+/// An HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![length[1], length[2], length[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+const H2_HEADERS: u8 = 1;
+const H2_RST_STREAM: u8 = 3;
+const H2_SETTINGS: u8 = 4;
+const H2_GOAWAY: u8 = 7;
+const H2_CONTINUATION: u8 = 9;
+const END_HEADERS: u8 = 4;
+
+/// Sends the HTTP/2 preface, empty SETTINGS and `frames`, reads until the
+/// server closes the connection, and returns the frames it sent as
+/// `(type, payload)`.
+async fn h2_exchange(addr: SocketAddr, ca_pem: &str, frames: Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+    let stream = h2_connect(addr, ca_pem).await;
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(h2_frame(H2_SETTINGS, 0, 0, &[]));
+    bytes.extend(frames);
+    let sender = tokio::spawn(async move {
+        // The server may close before it has read everything.
+        let _ = writer.write_all(&bytes).await;
+        let _ = writer.flush().await;
+        writer
+    });
+    let received = read_until_closed(&mut reader).await;
+    sender.abort();
+    let mut frames = Vec::new();
+    let mut rest = received.as_slice();
+    while rest.len() >= 9 {
+        let length = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        let end = (9 + length).min(rest.len());
+        frames.push((rest[3], rest[9..end].to_vec()));
+        rest = &rest[end..];
+    }
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_floods_get_a_goaway() {
+    let h = start(&[]).await;
+    let addr = h.server.webhook_addr();
+    // HPACK: :method POST, :scheme https, :path /validate, :authority 127.0.0.1.
+    let mut request = vec![0x83, 0x87, 0x04, 9];
+    request.extend_from_slice(b"/validate");
+    request.extend_from_slice(&[0x01, 9]);
+    request.extend_from_slice(b"127.0.0.1");
+
+    // Rapid reset (CVE-2023-44487): open a stream and cancel it, 20,000 times.
+    let mut rapid_reset = Vec::new();
+    for stream in (1..40_000).step_by(2) {
+        rapid_reset.extend(h2_frame(H2_HEADERS, END_HEADERS, stream, &request));
+        rapid_reset.extend(h2_frame(H2_RST_STREAM, 0, stream, &8u32.to_be_bytes()));
+    }
+    // CONTINUATION flood: a header block that never ends, 12 MB of it.
+    let mut junk = Vec::new();
+    for i in 0..60 {
+        let name = format!("x-junk-{i:02}");
+        junk.extend_from_slice(&[0x00, u8::try_from(name.len()).unwrap()]);
+        junk.extend_from_slice(name.as_bytes());
+        junk.push(100);
+        junk.extend_from_slice(&[b'v'; 100]);
+    }
+    let mut continuation_flood = h2_frame(H2_HEADERS, 0, 1, &request);
+    for _ in 0..2_000 {
+        continuation_flood.extend(h2_frame(H2_CONTINUATION, 0, 1, &junk));
+    }
+
+    for (what, frames, reason) in [
+        ("rapid reset", rapid_reset, "too_many_resets"),
+        ("CONTINUATION flood", continuation_flood, "too_many_continuations"),
+    ] {
+        let (received, _) = meanwhile(&h, what, h2_exchange(addr, &h.ca.pem, frames)).await;
+        // The server's SETTINGS, then GOAWAY(ENHANCE_YOUR_CALM) saying why, then the close.
+        let (kind, payload) = received.last().unwrap_or_else(|| panic!("{what}: nothing received"));
+        assert_eq!(*kind, H2_GOAWAY, "{what}: {received:?}");
+        assert_eq!(payload[4..8], 11u32.to_be_bytes(), "{what}: error code ENHANCE_YOUR_CALM");
+        assert_eq!(String::from_utf8_lossy(&payload[8..]), reason, "{what}");
+        assert!(received.iter().all(|(kind, _)| [H2_SETTINGS, H2_GOAWAY].contains(kind)), "{what}: {received:?}");
+    }
+    // The server is fine.
+    assert_eq!(h.review(&fixture("pod-create.json")).await["allowed"], true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_headers_are_cut_off_by_the_header_timeout() {
     let h = start(&["--header-read-timeout", "3s"]).await;
