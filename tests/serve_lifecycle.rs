@@ -213,15 +213,28 @@ async fn shutdown_delay_keeps_serving_while_not_ready() {
     let url = format!("https://127.0.0.1:{}/validate", binary.webhook.port());
     let readyz = format!("http://{}/readyz", binary.metrics);
     assert_eq!(client.get(&readyz).send().await.unwrap().status(), 200);
+    let before = client.post(&url).body(fixture_bytes("pod-create.json")).send().await.unwrap();
+    assert_eq!(before.status(), 200);
+    assert!(before.headers().get("connection").is_none(), "keep-alive while ready");
 
     binary.signal("-TERM");
     eventually("readyz reports 503 after SIGTERM", || async {
         client.get(&readyz).send().await.is_ok_and(|r| r.status() == 503)
     })
     .await;
-    // Not ready, yet still answering reviews, on the open connection and on a new one.
-    let (status, answer) = post_with(&client, &url, fixture_bytes("pod-create.json")).await;
-    assert_eq!((status, answer["response"]["allowed"].clone()), (200, Value::Bool(true)));
+    // Not ready, yet still answering reviews, on the open connection and on a
+    // new one, asking HTTP/1.1 clients to reconnect (elsewhere) afterwards.
+    let response = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(fixture_bytes("pod-create.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"));
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
     let fresh = fresh_connection_client(&binary.ca);
     let (status, _) = post_with(&fresh, &url, fixture_bytes("pod-create.json")).await;
     assert_eq!(status, 200);
