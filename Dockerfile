@@ -31,4 +31,5 @@ ENTRYPOINT ["/usr/local/bin/podgate"]
 # The chart's arguments: certificate and policy mounted at /certs and /config.
 CMD ["serve", "--listen=0.0.0.0:8443", "--metrics-listen=0.0.0.0:9090", \
      "--tls-cert=/certs/tls.crt", "--tls-key=/certs/tls.key", \
-     "--config=/config/policy.yaml", "--log-format=json"]
+     "--config=/config/policy.yaml", "--log-format=json", \
+     "--shutdown-delay=5s", "--shutdown-grace=10s"]

@@ -29,7 +29,7 @@ const NAMESPACE: &str = "podgate";
 /// kubernetes-validate knows.
 const KUBERNETES_VERSIONS: [&str; 3] = ["1.25.0", "1.33.0", "1.37.0"];
 /// The `podgate serve` arguments the chart and the server agreed on.
-const SERVE_ARGS: [&str; 7] = [
+const SERVE_ARGS: [&str; 9] = [
     "serve",
     "--listen=0.0.0.0:8443",
     "--metrics-listen=0.0.0.0:9090",
@@ -37,6 +37,8 @@ const SERVE_ARGS: [&str; 7] = [
     "--tls-key=/certs/tls.key",
     "--config=/config/policy.yaml",
     "--log-format=json",
+    "--shutdown-delay=5s",
+    "--shutdown-grace=10s",
 ];
 /// The metrics `podgate serve` exports; alerts may use nothing else.
 const METRICS: [&str; 10] = [
@@ -662,6 +664,18 @@ fn rendered_policy_is_valid(r: &Rendering) {
 fn common_invariants(r: &Rendering) {
     let ns = NAMESPACE.to_owned();
     let label = &r.label;
+    // The rendered arguments are ones `podgate serve` accepts, and its
+    // shutdown fits in the time Kubernetes gives the pod before SIGKILL.
+    let args: Vec<String> =
+        r.container()["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+    assert_eq!(args[0], "serve", "{label}");
+    let serve = podgate::server::ServeArgs::try_parse_from(&args[1..])
+        .unwrap_or_else(|e| panic!("{label}: podgate serve rejects the chart's arguments {args:?}: {e}"));
+    let termination = r.deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        (serve.shutdown_delay + serve.shutdown_grace).as_secs() < termination,
+        "{label}: shutdown delay + grace must end before terminationGracePeriodSeconds ({termination})"
+    );
     for kind in ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"] {
         assert!(r.all(kind).is_empty(), "{label}: the webhook needs no RBAC, but a {kind} is rendered");
     }
@@ -872,6 +886,18 @@ fn chart_metadata_matches_the_crate() {
     assert_eq!(chart.app_version, env!("CARGO_PKG_VERSION"), "Chart.yaml appVersion must be the crate version");
 }
 
+/// The image's default command is the chart's: `docker run` of the image
+/// behaves as the chart's pod does.
+#[test]
+fn dockerfile_defaults_match_the_chart() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let joined = dockerfile.replace("\\\n", " ");
+    let cmd = joined.lines().find_map(|line| line.strip_prefix("CMD ")).expect("Dockerfile has a CMD");
+    let cmd: Vec<String> = serde_json::from_str(cmd.trim()).expect("CMD is in exec (JSON) form");
+    assert_eq!(cmd, SERVE_ARGS, "Dockerfile CMD differs from the chart's serve arguments");
+    assert!(dockerfile.contains("USER 65532:65532"), "the image runs as the chart's non-root UID");
+}
+
 #[test]
 fn helm_lint_strict() {
     let helm = tool!("helm_lint_strict", "helm");
@@ -1063,7 +1089,7 @@ fn every_optional_object() {
     assert_eq!(c["env"], json!([{"name": "RUST_LOG", "value": "info"}]));
     let args = c["args"].as_array().unwrap();
     assert!(args.contains(&json!("--listen=[::]:8443")) && args.contains(&json!("--log-format=text")));
-    assert_eq!(args.last().unwrap(), "--some-future-flag=1");
+    assert_eq!(args.last().unwrap(), "--max-inflight=512");
 
     // Webhook knobs.
     let w = r.webhook();

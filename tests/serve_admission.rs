@@ -6,8 +6,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-const ROOT_POD_DENIAL: &str = "runAsNonRoot != true (pod or container \"app\" must set securityContext.runAsNonRoot=true); allowPrivilegeEscalation != false (container \"app\" must set securityContext.allowPrivilegeEscalation=false); livenessProbe missing (container \"app\" must set livenessProbe); readinessProbe missing (container \"app\" must set readinessProbe)";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allows_a_compliant_pod_over_http1_and_http2() {
     let h = start(&[]).await;

@@ -113,8 +113,12 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
     slow_body.write_all(format!("{}{{\"kind\":", post_head(1000)).as_bytes()).await.unwrap();
     slow_body.flush().await.unwrap();
 
-    // Meanwhile others are served.
-    assert_eq!(h.review(&fixture("pod-create.json")).await["allowed"], true);
+    // Meanwhile others are served. On fresh connections: with a 1 s header
+    // timeout, which is also the keep-alive idle timeout, a pooled connection
+    // could be closed by the server just as the client reuses it.
+    let others = fresh_connection_client(&h.ca.pem);
+    let (status, answer) = post_with(&others, &h.url, fixture_bytes("pod-create.json")).await;
+    assert_eq!((status, answer["response"]["allowed"].clone()), (200, Value::Bool(true)));
 
     read_until_closed(&mut silent).await;
     read_until_closed(&mut garbage).await;
@@ -123,7 +127,8 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
     assert_eq!(status, 408, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("--request-timeout"));
     assert_eq!(h.metric(r#"podgate_invalid_requests_total{reason="timeout"}"#).await, 1.0);
-    assert_eq!(h.review(&fixture("pod-create.json")).await["allowed"], true);
+    let (status, answer) = post_with(&others, &h.url, fixture_bytes("pod-create.json")).await;
+    assert_eq!((status, answer["response"]["allowed"].clone()), (200, Value::Bool(true)));
 }
 
 /// The addresses a `podgate serve --log-format json` process logs at start-up.
@@ -145,14 +150,26 @@ fn wait_for_addresses(lines: &std::sync::mpsc::Receiver<String>) -> (SocketAddr,
     (webhook.unwrap(), metrics.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_serves_a_self_signed_certificate_and_exits_0_on_sigterm() {
+/// The real binary with a self-signed certificate on free ports, its JSON
+/// log lines, addresses and CA.
+struct Binary {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+    webhook: SocketAddr,
+    metrics: SocketAddr,
+    ca: String,
+    _dir: tempfile::TempDir,
+}
+
+fn spawn_binary(extra: &[&str]) -> Binary {
     let dir = tempfile::tempdir().unwrap();
     let ca_path = dir.path().join("ca.pem");
     let mut child = Command::new(env!("CARGO_BIN_EXE_podgate"))
         .args(["serve", "--self-signed", "--dns-name", "podgate.podgate.svc", "--write-ca"])
         .arg(&ca_path)
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(extra)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -167,9 +184,91 @@ async fn the_binary_serves_a_self_signed_certificate_and_exits_0_on_sigterm() {
         }
     });
     let (webhook, metrics) = wait_for_addresses(&lines);
-
     let ca = std::fs::read_to_string(&ca_path).unwrap();
-    let client = client(&ca, true);
+    Binary { child, lines, reader, webhook, metrics, ca, _dir: dir }
+}
+
+impl Binary {
+    fn signal(&self, name: &str) {
+        let sent = Command::new("kill").args([name, &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+    }
+
+    async fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "podgate did not exit after the signal");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delay_keeps_serving_while_not_ready() {
+    let mut binary = spawn_binary(&["--shutdown-delay", "3s"]);
+    let client = client(&binary.ca, false);
+    let url = format!("https://127.0.0.1:{}/validate", binary.webhook.port());
+    let readyz = format!("http://{}/readyz", binary.metrics);
+    assert_eq!(client.get(&readyz).send().await.unwrap().status(), 200);
+    let before = client.post(&url).body(fixture_bytes("pod-create.json")).send().await.unwrap();
+    assert_eq!(before.status(), 200);
+    assert!(before.headers().get("connection").is_none(), "keep-alive while ready");
+
+    binary.signal("-TERM");
+    eventually("readyz reports 503 after SIGTERM", || async {
+        client.get(&readyz).send().await.is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    // Not ready, yet still answering reviews, on the open connection and on a
+    // new one, asking HTTP/1.1 clients to reconnect (elsewhere) afterwards.
+    let response = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(fixture_bytes("pod-create.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"));
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    let fresh = fresh_connection_client(&binary.ca);
+    let (status, _) = post_with(&fresh, &url, fixture_bytes("pod-create.json")).await;
+    assert_eq!(status, 200);
+
+    let status = binary.wait_for_exit().await;
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    // After the delay, new connections are refused.
+    assert!(fresh_connection_client(&binary.ca).post(&url).body("{}").send().await.is_err());
+    let logged: Vec<Value> = binary.lines.try_iter().filter_map(|line| serde_json::from_str(&line).ok()).collect();
+    assert!(logged.iter().any(|e| e["message"] == "shutting down: not ready, still serving during the delay"));
+    assert!(logged.iter().any(|e| e["message"] == "stopped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_cuts_the_shutdown_delay_short() {
+    let mut binary = spawn_binary(&["--shutdown-delay", "1h"]);
+    let readyz = format!("http://{}/readyz", binary.metrics);
+    let client = client(&binary.ca, false);
+    binary.signal("-TERM");
+    eventually("readyz reports 503 after SIGTERM", || async {
+        client.get(&readyz).send().await.is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    binary.signal("-INT");
+    let status = binary.wait_for_exit().await;
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_a_self_signed_certificate_and_exits_0_on_sigterm() {
+    let mut binary = spawn_binary(&[]);
+    let (webhook, metrics) = (binary.webhook, binary.metrics);
+
+    let client = client(&binary.ca, true);
     let url = format!("https://127.0.0.1:{}/validate", webhook.port());
     let (status, answer) = post_with(&client, &url, fixture_bytes("pod-create.json")).await;
     assert_eq!(status, 200);
@@ -180,21 +279,13 @@ async fn the_binary_serves_a_self_signed_certificate_and_exits_0_on_sigterm() {
     let ready = client.get(format!("http://{metrics}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "podgate did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    binary.signal("-TERM");
+    let status = binary.wait_for_exit().await;
     assert_eq!(status.code(), Some(0), "exit status {status}");
-    reader.join().unwrap();
+    binary.reader.join().unwrap();
 
     // One log event per review, with identity and verdict but never the object.
-    let logged: Vec<Value> = lines.try_iter().filter_map(|line| serde_json::from_str(&line).ok()).collect();
+    let logged: Vec<Value> = binary.lines.try_iter().filter_map(|line| serde_json::from_str(&line).ok()).collect();
     let reviews: Vec<&Value> = logged.iter().filter(|e| e["message"] == "admission review").collect();
     assert_eq!(reviews.len(), 2, "{logged:#?}");
     let denied = reviews.iter().find(|e| e["decision"] == "denied").unwrap();

@@ -3,72 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
 use common::*;
-use serde_json::Value;
-
-/// Sends reviews in a loop until told to stop, counting answers and
-/// keeping every failure.
-struct Traffic {
-    ok: Arc<AtomicUsize>,
-    failures: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Traffic {
-    fn start(client: reqwest::Client, url: String, name: &'static str) -> Self {
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let body = fixture_bytes("pod-create.json");
-        let task = tokio::spawn({
-            let (ok, failures, stop) = (ok.clone(), failures.clone(), stop.clone());
-            async move {
-                let mut i = 0u64;
-                while !stop.load(Ordering::Acquire) {
-                    i += 1;
-                    let sent =
-                        client.post(&url).header("content-type", "application/json").body(body.clone()).send().await;
-                    let outcome = match sent {
-                        Ok(response) if response.status() == 200 => match response.json::<Value>().await {
-                            Ok(answer) if answer["response"]["allowed"] == true => Ok(()),
-                            Ok(answer) => Err(format!("unexpected answer {answer}")),
-                            Err(e) => Err(format!("unreadable answer: {e:?}")),
-                        },
-                        Ok(response) => Err(format!("status {}", response.status())),
-                        Err(e) => Err(format!("{e:?}")),
-                    };
-                    match outcome {
-                        Ok(()) => {
-                            ok.fetch_add(1, Ordering::AcqRel);
-                        }
-                        Err(e) => failures.lock().unwrap().push(format!("{name} request {i}: {e}")),
-                    }
-                }
-            }
-        });
-        Traffic { ok, failures, stop, task }
-    }
-
-    fn ok(&self) -> usize {
-        self.ok.load(Ordering::Acquire)
-    }
-
-    /// Waits until `more` further requests have succeeded.
-    async fn wait_for_more(&self, more: usize) {
-        let target = self.ok() + more;
-        eventually(&format!("{target} successful requests"), || async { self.ok() >= target }).await;
-    }
-
-    async fn stop(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Release);
-        self.task.await.unwrap();
-        (self.ok.load(Ordering::Acquire), self.failures.lock().unwrap().clone())
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_rotation_under_traffic_loses_no_request() {

@@ -127,9 +127,12 @@ pub struct PodView<'s, 'a> {
 pub enum Scope {
     /// Every container and the pod-level settings: a new or changed object.
     Whole,
-    /// Only the ephemeral containers: a `pods/ephemeralcontainers` update
-    /// (`kubectl debug`) changes nothing else of a running pod.
-    EphemeralContainers,
+    /// Only the ephemeral containers added by a `pods/ephemeralcontainers`
+    /// update (`kubectl debug`), which changes nothing else of a running pod.
+    /// The first `existing` ephemeral containers were admitted before and
+    /// cannot change (the API only appends), so they are not judged again:
+    /// a policy tightened since must not block every later debug session.
+    NewEphemeralContainers { existing: usize },
 }
 
 /// Every container list, for evaluating a whole object.
@@ -142,9 +145,10 @@ impl<'s, 'a> PodView<'s, 'a> {
         PodView { spec: target.spec, path: target.path, scope: Scope::Whole }
     }
 
-    /// A view of only the ephemeral containers of `target`.
-    pub fn ephemeral_containers_of(target: &PodTarget<'s, 'a>) -> Self {
-        PodView { spec: target.spec, path: target.path, scope: Scope::EphemeralContainers }
+    /// A view of only the ephemeral containers of `target` after the first
+    /// `existing` ones.
+    pub fn new_ephemeral_containers_of(target: &PodTarget<'s, 'a>, existing: usize) -> Self {
+        PodView { spec: target.spec, path: target.path, scope: Scope::NewEphemeralContainers { existing } }
     }
 
     /// Whether pod-level fields are evaluated.
@@ -156,11 +160,9 @@ impl<'s, 'a> PodView<'s, 'a> {
     pub fn containers(&self) -> impl Iterator<Item = ContainerRef<'s, 'a>> + '_ {
         let spec = self.spec;
         let path = self.path;
-        let lists: &'static [ContainerList] = match self.scope {
-            Scope::Whole => {
-                &[ContainerList::Containers, ContainerList::InitContainers, ContainerList::EphemeralContainers]
-            }
-            Scope::EphemeralContainers => &[ContainerList::EphemeralContainers],
+        let (lists, skip): (&'static [ContainerList], usize) = match self.scope {
+            Scope::Whole => (ALL_LISTS, 0),
+            Scope::NewEphemeralContainers { existing } => (&[ContainerList::EphemeralContainers], existing),
         };
         lists.iter().flat_map(move |&list| {
             let containers = match list {
@@ -168,7 +170,7 @@ impl<'s, 'a> PodView<'s, 'a> {
                 ContainerList::InitContainers => &spec.init_containers,
                 ContainerList::EphemeralContainers => &spec.ephemeral_containers,
             };
-            containers.iter().enumerate().map(move |(index, container)| ContainerRef {
+            containers.iter().enumerate().skip(skip).map(move |(index, container)| ContainerRef {
                 container,
                 list,
                 index,

@@ -66,6 +66,12 @@ pub struct ServeArgs {
     /// Log format. The level comes from RUST_LOG (default info).
     #[arg(long, env = "PODGATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// On SIGTERM/SIGINT: time to keep serving while reporting not ready,
+    /// before refusing new connections, so that Kubernetes takes the pod
+    /// out of the Service's endpoints first (e.g. 5s; 0s: none). A second
+    /// signal cuts it short.
+    #[arg(long, env = "PODGATE_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
     /// On SIGTERM/SIGINT: time allowed for in-flight reviews to finish
     /// before their connections are cut (e.g. 10s, 500ms, 1m).
     #[arg(long, env = "PODGATE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
@@ -88,8 +94,9 @@ pub struct ServeArgs {
     pub tls_handshake_timeout: Duration,
     /// HTTP/1.1: time allowed for a request's headers, counted from when the
     /// connection waits for them, so it is also the keep-alive idle timeout.
-    /// Keep it above the apiserver's 90 s idle-connection timeout, or the
-    /// apiserver may send a review on a connection podgate is closing.
+    /// HTTP/2: a connection with no request in flight for this long is
+    /// closed. Keep it above the apiserver's 90 s idle-connection timeout, or
+    /// the apiserver may send a review on a connection podgate is closing.
     #[arg(long, env = "PODGATE_HEADER_READ_TIMEOUT", default_value = "120s", value_parser = parse_positive_duration)]
     pub header_read_timeout: Duration,
     /// Time allowed to receive a review's body once its headers are in;
@@ -192,6 +199,7 @@ mod tests {
         assert_eq!(args.listen.to_string(), "0.0.0.0:8443");
         assert_eq!(args.metrics_listen.to_string(), "0.0.0.0:9090");
         assert_eq!(args.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(args.shutdown_delay, Duration::ZERO);
         assert_eq!(args.max_inflight, 256);
         assert_eq!(args.max_body_bytes, 3_670_016);
         assert_eq!(args.log_format, LogFormat::Text);

@@ -1,6 +1,7 @@
 //! Why a request gets no verdict, as one error type: each variant has its
 //! HTTP status, its `podgate_invalid_requests_total` reason and a JSON body
-//! `{"error": "..."}` that says what is wrong. Never a 500, never a panic.
+//! `{"error": "..."}` that says what is wrong. A 500 only if the engine
+//! panicked, which is a bug: the panic is caught, answered and counted.
 
 use std::time::Duration;
 
@@ -38,6 +39,8 @@ pub enum ApiError {
     NotFound,
     #[error("{0} reviews are already in flight (--max-inflight); try again")]
     Overloaded(usize),
+    #[error("internal error while evaluating the review (a podgate bug; the webhook's failurePolicy applies)")]
+    Internal,
 }
 
 impl ApiError {
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -80,6 +84,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => InvalidReason::UnsupportedMediaType,
             ApiError::MethodNotAllowed => InvalidReason::MethodNotAllowed,
             ApiError::NotFound => InvalidReason::NotFound,
+            ApiError::Internal => InvalidReason::InternalError,
             ApiError::Overloaded(_) => return None,
         })
     }

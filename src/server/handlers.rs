@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -86,6 +86,18 @@ pub fn ops_router(state: Arc<AppState>) -> Router {
 }
 
 async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let http1 = request.version() <= Version::HTTP_11;
+    let mut response = answer_review(&state, request).await;
+    if http1 && !state.ready.load(Ordering::Acquire) {
+        // Shutting down (the --shutdown-delay): ask keep-alive clients to
+        // reconnect, which lands them on a pod that stays, instead of reusing
+        // a connection that is about to be closed as idle.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn answer_review(state: &AppState, request: Request) -> Response {
     let started = Instant::now();
     let Some(_slot) = state.inflight.try_acquire() else {
         state.metrics.overload_rejection();
@@ -96,19 +108,31 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
         let _ = tokio::time::timeout(state.request_timeout, drain).await;
         return ApiError::Overloaded(state.inflight.max()).into_response();
     };
-    let body = match read_body(&state, request).await {
+    let body = match read_body(state, request).await {
         Ok(body) => body,
-        Err(error) => return reject(&state, error),
+        Err(error) => return reject(state, error),
     };
     let policy = state.policy.load();
-    match service::admit(&policy, &body) {
+    match admit_catching_panics(&policy, &body) {
         Ok(admission) => {
             let answer = admission.response();
-            record(&state, &admission, policy.mode.as_str(), started);
+            record(state, &admission, policy.mode.as_str(), started);
             ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], answer).into_response()
         }
-        Err(error) => reject(&state, error),
+        Err(error) => reject(state, error),
     }
+}
+
+/// [`service::admit`], with a panic (a bug) turned into a 500 for this one
+/// request instead of a reset connection: the apiserver then applies the
+/// webhook's `failurePolicy`, and the error is counted and logged.
+fn admit_catching_panics<'b, 'p>(policy: &'p Policy, body: &'b [u8]) -> Result<Admission<'b, 'p>, ApiError> {
+    catch_panic(|| service::admit(policy, body))
+}
+
+fn catch_panic<T>(f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+    // The engine holds no state across requests, so nothing is left broken.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| Err(ApiError::Internal))
 }
 
 /// Reads the body: JSON (or no content type), within `--max-body-bytes`
@@ -295,6 +319,16 @@ async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_in_the_engine_becomes_a_500_for_that_request_only() {
+        let panicking = catch_panic::<()>(|| panic!("a bug"));
+        let error = panicking.unwrap_err();
+        assert!(matches!(error, ApiError::Internal));
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(error.reason().map(|r| r.as_str()), Some("internal_error"));
+        assert_eq!(catch_panic(|| Ok(7)).unwrap(), 7);
+    }
 
     #[test]
     fn inflight_cap_is_exact() {

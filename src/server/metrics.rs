@@ -64,10 +64,11 @@ pub enum InvalidReason {
     UnsupportedMediaType,
     MethodNotAllowed,
     NotFound,
+    InternalError,
 }
 
 impl InvalidReason {
-    pub const ALL: [InvalidReason; 10] = [
+    pub const ALL: [InvalidReason; 11] = [
         InvalidReason::NotJson,
         InvalidReason::NotAdmissionReview,
         InvalidReason::UnsupportedApiVersion,
@@ -78,6 +79,7 @@ impl InvalidReason {
         InvalidReason::UnsupportedMediaType,
         InvalidReason::MethodNotAllowed,
         InvalidReason::NotFound,
+        InvalidReason::InternalError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +94,7 @@ impl InvalidReason {
             InvalidReason::UnsupportedMediaType => "unsupported_media_type",
             InvalidReason::MethodNotAllowed => "method_not_allowed",
             InvalidReason::NotFound => "not_found",
+            InvalidReason::InternalError => "internal_error",
         }
     }
 }

@@ -12,6 +12,7 @@
 pub mod args;
 pub mod error;
 pub mod handlers;
+mod idle;
 pub mod logformat;
 pub mod logwriter;
 pub mod metrics;
@@ -105,6 +106,12 @@ impl RunningServer {
         self.nudge.notify_waiters();
     }
 
+    /// Reports not ready on `/readyz` while still serving: the first step of
+    /// a shutdown with `--shutdown-delay`.
+    pub fn mark_not_ready(&self) {
+        self.state.ready.store(false, Ordering::Release);
+    }
+
     /// Starts the shutdown: not ready, no new connections, in-flight reviews
     /// finish, idle keep-alive connections close.
     pub fn begin_shutdown(&self) {
@@ -138,6 +145,9 @@ struct Http {
     /// HTTP/2 only (ALPN `h2`).
     h2: auto::Builder<TokioExecutor>,
     handshake_timeout: Duration,
+    /// HTTP/2: a connection without a request for this long is closed (the
+    /// header-read timeout plays this part for HTTP/1.1).
+    h2_idle_timeout: Duration,
 }
 
 impl Http {
@@ -146,7 +156,12 @@ impl Http {
         h1.http1().timer(TokioTimer::new()).header_read_timeout(args.header_read_timeout).keep_alive(true);
         let mut h2 = auto::Builder::new(TokioExecutor::new());
         h2.http2().timer(TokioTimer::new()).max_concurrent_streams(1024);
-        Http { h1: h1.http1_only(), h2: h2.http2_only(), handshake_timeout: args.tls_handshake_timeout }
+        Http {
+            h1: h1.http1_only(),
+            h2: h2.http2_only(),
+            handshake_timeout: args.tls_handshake_timeout,
+            h2_idle_timeout: args.header_read_timeout,
+        }
     }
 }
 
@@ -314,8 +329,18 @@ async fn connection(tcp: TcpStream, tls: Option<TlsAcceptor>, router: Router, ht
             return;
         }
     };
-    let builder = if stream.get_ref().1.alpn_protocol() == Some(b"h2") { &http.h2 } else { &http.h1 };
-    serve_http(stream, builder, router, watcher).await;
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let activity = idle::Activity::new();
+        let service = TowerToHyperService::new(idle::tracked(router, activity.clone()));
+        let serving = watcher.watch(http.h2.serve_connection(TokioIo::new(stream), service));
+        match idle::until_idle(serving, &activity, http.h2_idle_timeout).await {
+            Some(Err(error)) => tracing::debug!(%error, "connection ended with an error"),
+            Some(Ok(())) => {}
+            None => tracing::debug!("closed an HTTP/2 connection without a request for the idle timeout"),
+        }
+    } else {
+        serve_http(stream, &http.h1, router, watcher).await;
+    }
 }
 
 async fn serve_http<I>(io: I, builder: &auto::Builder<TokioExecutor>, router: Router, watcher: Watcher)
@@ -356,6 +381,19 @@ pub fn run(args: &ServeArgs) -> ExitCode {
                 "none"
             }
         };
+        if !args.shutdown_delay.is_zero() {
+            // Endpoints controllers and kube-proxy need a moment to stop
+            // sending new connections here; refusing them at once would fail
+            // reviews the apiserver still routes to this pod.
+            server.mark_not_ready();
+            tracing::info!(signal, delay = ?args.shutdown_delay, "shutting down: not ready, still serving during the delay");
+            tokio::select! {
+                () = tokio::time::sleep(args.shutdown_delay) => {}
+                second = wait_for_signal(&server) => {
+                    tracing::info!(signal = second.unwrap_or("none"), "second signal: delay cut short");
+                }
+            }
+        }
         tracing::info!(
             signal,
             grace = ?args.shutdown_grace,

@@ -9,8 +9,8 @@
 //!   block an object that already runs). The raw JSON of the template is
 //!   compared byte for byte; a re-ordered but equal template is evaluated,
 //!   which errs on the side of checking.
-//! - the `pods/ephemeralcontainers` subresource (`kubectl debug`): the
-//!   ephemeral containers only.
+//! - the `pods/ephemeralcontainers` subresource (`kubectl debug`): only the
+//!   ephemeral containers it adds (those not already in `oldObject`).
 //! - DELETE, CONNECT, any other subresource, any other kind: allowed.
 
 use std::fmt;
@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 use crate::checks::{CheckId, PodView};
 use crate::config::Policy;
 use crate::decode::json::{self, Captured};
-use crate::decode::model::{Object, Text};
+use crate::decode::model::{Object, PodSpec, Text};
 use crate::decode::review::{decode_str, AdmissionRequest};
 use crate::extract::{pod_target, WorkloadKind};
 use crate::verdict::{evaluate, Effect, Subject, Verdict};
@@ -199,7 +199,11 @@ pub fn admit<'b, 'p>(policy: &'p Policy, body: &'b [u8]) -> Result<Admission<'b,
         Ok((kind, ephemeral_only)) => {
             let empty = Object::default();
             let target = pod_target(kind, object.as_deref().unwrap_or(&empty));
-            let view = if ephemeral_only { PodView::ephemeral_containers_of(&target) } else { PodView::of(&target) };
+            let view = if ephemeral_only {
+                PodView::new_ephemeral_containers_of(&target, existing_ephemeral_containers(target.spec, old_object))
+            } else {
+                PodView::of(&target)
+            };
             let subject = Subject {
                 namespace: namespace.as_deref(),
                 username: user_info.as_ref().and_then(|u| u.username.as_deref()),
@@ -210,6 +214,20 @@ pub fn admit<'b, 'p>(policy: &'p Policy, body: &'b [u8]) -> Result<Admission<'b,
     };
 
     Ok(Admission { uid, kind: label_kind, operation, dry_run: dry_run.unwrap_or(false), namespace, name, outcome })
+}
+
+/// How many leading ephemeral containers of `spec` were already in
+/// `oldObject` (same names, same order). The API only appends ephemeral
+/// containers and never changes one, so those were admitted before. Anything
+/// unreadable counts as none, so that every ephemeral container is evaluated.
+fn existing_ephemeral_containers(spec: &PodSpec<'_>, old_object: Option<&RawValue>) -> usize {
+    let Some(old) = old_object.and_then(|old| serde_json::from_str::<Object>(old.get()).ok()) else { return 0 };
+    let Some(old_spec) = old.spec.as_ref() else { return 0 };
+    spec.ephemeral_containers
+        .iter()
+        .zip(&old_spec.pod.ephemeral_containers)
+        .take_while(|(new, old)| new.name == old.name)
+        .count()
 }
 
 /// Whether the pod spec (Pod) or pod template (workloads) of an UPDATE's
@@ -380,6 +398,35 @@ mod tests {
         let admission = admit(&policy, body.as_bytes()).unwrap();
         let verdict = admission.verdict().unwrap();
         assert!(verdict.violations.iter().all(|v| v.finding.field.contains("ephemeralContainers[0]")), "{verdict:?}");
+    }
+
+    #[test]
+    fn ephemeral_containers_subresource_judges_only_the_added_ones() {
+        let policy = Policy::default();
+        let old = r#"{"spec":{"containers":[{"name":"app"}],"ephemeralContainers":[{"name":"debug-1"}]}}"#;
+        let new =
+            r#"{"spec":{"containers":[{"name":"app"}],"ephemeralContainers":[{"name":"debug-1"},{"name":"debug-2"}]}}"#;
+        let subresource = |object: &str, old: &str| {
+            review("UPDATE", ("", "Pod"), object, old, r#","subResource":"ephemeralcontainers""#)
+                .replace(r#""resource":"x""#, r#""resource":"pods""#)
+        };
+        let body = subresource(new, old);
+        let admission = admit(&policy, body.as_bytes()).unwrap();
+        let verdict = admission.verdict().unwrap();
+        assert!(!verdict.violations.is_empty());
+        assert!(
+            verdict.violations.iter().all(|v| v.finding.field.starts_with("spec.ephemeralContainers[1].")),
+            "{verdict:?}"
+        );
+
+        // No usable oldObject: every ephemeral container is judged.
+        for old in ["null", "5", r#"{"spec":{"ephemeralContainers":[{"name":"other"}]}}"#] {
+            let body = subresource(new, old);
+            let admission = admit(&policy, body.as_bytes()).unwrap();
+            let fields: Vec<&str> =
+                admission.verdict().unwrap().violations.iter().map(|v| v.finding.field.as_str()).collect();
+            assert!(fields.iter().any(|f| f.starts_with("spec.ephemeralContainers[0].")), "{old}: {fields:?}");
+        }
     }
 
     #[test]

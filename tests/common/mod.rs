@@ -11,7 +11,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use podgate::server::{self, RunningServer, ServeArgs};
@@ -406,4 +407,422 @@ pub fn promtool_check(text: &str) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The denial of `pod-create-noncompliant.json` under the default policy.
+pub const ROOT_POD_DENIAL: &str = "runAsNonRoot != true (pod or container \"app\" must set securityContext.runAsNonRoot=true); allowPrivilegeEscalation != false (container \"app\" must set securityContext.allowPrivilegeEscalation=false); livenessProbe missing (container \"app\" must set livenessProbe); readinessProbe missing (container \"app\" must set readinessProbe)";
+
+/// A review fixture with its `request.uid` cut out, so that bodies with
+/// fresh uids are made without re-encoding the JSON.
+#[derive(Clone)]
+pub struct ReviewTemplate {
+    head: String,
+    tail: String,
+    /// Whether the default policy allows it.
+    pub compliant: bool,
+}
+
+impl ReviewTemplate {
+    pub fn new(fixture_name: &str, compliant: bool) -> Self {
+        let text = String::from_utf8(fixture_bytes(fixture_name)).unwrap();
+        let uid = fixture(fixture_name)["request"]["uid"].as_str().unwrap().to_owned();
+        let quoted = format!("\"{uid}\"");
+        assert_eq!(text.matches(&quoted).count(), 1, "{fixture_name}: the uid must occur once");
+        let (head, tail) = text.split_once(&quoted).unwrap();
+        ReviewTemplate { head: format!("{head}\""), tail: format!("\"{tail}"), compliant }
+    }
+
+    /// The review with `uid` (plain characters only: it is not escaped).
+    pub fn body(&self, uid: &str) -> String {
+        format!("{}{uid}{}", self.head, self.tail)
+    }
+
+    /// Checks an answer to [`body`](Self::body)`(uid)` under the default
+    /// policy: HTTP 200, the envelope, `response.uid == uid`, the verdict.
+    pub fn check_answer(&self, uid: &str, status: u16, body: &[u8]) -> Result<(), String> {
+        let text = || String::from_utf8_lossy(body).chars().take(2000).collect::<String>();
+        if status != 200 {
+            return Err(format!("{uid}: status {status}: {}", text()));
+        }
+        let answer: Value = serde_json::from_slice(body).map_err(|e| format!("{uid}: not JSON ({e}): {}", text()))?;
+        let expected = if self.compliant {
+            serde_json::json!({"uid": uid, "allowed": true})
+        } else {
+            let mut denial = answer["response"].clone();
+            denial["uid"] = Value::from(uid);
+            denial["allowed"] = Value::Bool(false);
+            denial["status"] = serde_json::json!({"code": 403, "reason": "Forbidden", "message": ROOT_POD_DENIAL});
+            denial
+        };
+        if answer["apiVersion"] != "admission.k8s.io/v1"
+            || answer["kind"] != "AdmissionReview"
+            || answer["response"] != expected
+        {
+            return Err(format!("{uid}: wrong answer {}", text()));
+        }
+        Ok(())
+    }
+}
+
+/// A compliant and a non-compliant Pod review, which mixed traffic alternates.
+pub fn mixed_reviews() -> Arc<[ReviewTemplate]> {
+    Arc::new([ReviewTemplate::new("pod-create.json", true), ReviewTemplate::new("pod-create-noncompliant.json", false)])
+}
+
+/// Only the compliant review: its answer is the same under any policy.
+pub fn compliant_reviews() -> Arc<[ReviewTemplate]> {
+    Arc::new([ReviewTemplate::new("pod-create.json", true)])
+}
+
+/// A request of [`Traffic`] that got no correct answer.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub uid: String,
+    pub error: String,
+    /// An answer came, but a wrong one: always a bug.
+    pub wrong_answer: bool,
+    /// The failure was seen after the test began the shutdown.
+    pub after_shutdown: bool,
+}
+
+/// What [`Traffic`] clients share: counters, the answered uids, the
+/// failures, and when to stop.
+#[derive(Default)]
+pub struct TrafficLog {
+    sent: AtomicUsize,
+    ok: AtomicUsize,
+    stop: AtomicBool,
+    /// Reviews still to send, when bounded; shared by several clients.
+    budget: Option<AtomicUsize>,
+    /// Set by the test when it begins the shutdown: failures seen after it
+    /// are told apart.
+    pub shutdown: AtomicBool,
+    answered: Mutex<Vec<String>>,
+    failures: Mutex<Vec<Failure>>,
+}
+
+impl TrafficLog {
+    pub fn new() -> Arc<Self> {
+        Arc::new(TrafficLog::default())
+    }
+
+    /// Clients sharing it stop after `reviews` reviews in all.
+    pub fn bounded(reviews: usize) -> Arc<Self> {
+        Arc::new(TrafficLog { budget: Some(AtomicUsize::new(reviews)), ..TrafficLog::default() })
+    }
+
+    /// Reviews answered correctly so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::Acquire)
+    }
+
+    /// Reviews sent so far (each ends as an answer or a failure).
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::Acquire)
+    }
+
+    /// Waits until `more` further reviews were answered correctly.
+    pub async fn wait_for_more(&self, more: usize) {
+        let target = self.ok() + more;
+        eventually(&format!("{target} correct answers"), || async { self.ok() >= target }).await;
+    }
+
+    /// Tells the clients sharing it to stop after their current review.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    pub fn answered(&self) -> Vec<String> {
+        self.answered.lock().unwrap().clone()
+    }
+
+    pub fn failures(&self) -> Vec<Failure> {
+        self.failures.lock().unwrap().clone()
+    }
+
+    /// Takes the next review off the budget; false when it is spent or the
+    /// clients were told to stop.
+    fn take(&self) -> bool {
+        if self.stop.load(Ordering::Acquire) {
+            return false;
+        }
+        let take = match &self.budget {
+            None => true,
+            Some(left) => left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok(),
+        };
+        if take {
+            self.sent.fetch_add(1, Ordering::AcqRel);
+        }
+        take
+    }
+
+    fn record(&self, uid: String, outcome: Result<(), (String, bool)>) {
+        match outcome {
+            Ok(()) => {
+                self.answered.lock().unwrap().push(uid);
+                self.ok.fetch_add(1, Ordering::AcqRel);
+            }
+            Err((error, wrong_answer)) => {
+                let after_shutdown = self.shutdown.load(Ordering::Acquire);
+                self.failures.lock().unwrap().push(Failure { uid, error, wrong_answer, after_shutdown });
+            }
+        }
+    }
+}
+
+/// One client sending mixed reviews (compliant and not, each with a unique
+/// uid `NAME-N`) in a loop and checking every answer, until told to stop
+/// or its [`TrafficLog`]'s budget is spent.
+pub struct Traffic {
+    pub log: Arc<TrafficLog>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    /// A client with a log of its own.
+    pub fn start(client: reqwest::Client, url: String, name: impl Into<String>) -> Self {
+        Self::start_with(client, url, name, TrafficLog::new())
+    }
+
+    /// A client writing to a shared log.
+    pub fn start_with(client: reqwest::Client, url: String, name: impl Into<String>, log: Arc<TrafficLog>) -> Self {
+        Self::start_sending(client, url, name, log, mixed_reviews())
+    }
+
+    /// A client sending `reviews` in turn (under the default policy unless
+    /// they are all compliant).
+    pub fn start_sending(
+        client: reqwest::Client,
+        url: String,
+        name: impl Into<String>,
+        log: Arc<TrafficLog>,
+        reviews: Arc<[ReviewTemplate]>,
+    ) -> Self {
+        let name = name.into();
+        let task = tokio::spawn({
+            let log = log.clone();
+            async move {
+                let mut i = 0usize;
+                while log.take() {
+                    let review = &reviews[i % reviews.len()];
+                    let uid = format!("{name}-{i}");
+                    i += 1;
+                    let sent =
+                        client.post(&url).header("content-type", "application/json").body(review.body(&uid)).send();
+                    let outcome = match sent.await {
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            match response.bytes().await {
+                                Ok(body) => review.check_answer(&uid, status, &body).map_err(|e| (e, true)),
+                                Err(e) => Err((format!("{uid}: body: {e:?}"), false)),
+                            }
+                        }
+                        Err(e) => Err((format!("{uid}: {e:?}"), false)),
+                    };
+                    log.record(uid, outcome);
+                }
+            }
+        });
+        Traffic { log, task }
+    }
+
+    pub fn ok(&self) -> usize {
+        self.log.ok()
+    }
+
+    /// Waits until `more` further reviews were answered correctly.
+    pub async fn wait_for_more(&self, more: usize) {
+        self.log.wait_for_more(more).await;
+    }
+
+    /// Stops the client (its current request finishes first).
+    pub async fn stop(self) -> (usize, Vec<String>) {
+        self.log.stop();
+        self.task.await.unwrap();
+        (self.log.ok(), self.log.failures().into_iter().map(|f| f.error).collect())
+    }
+
+    /// Waits until the budget of its log is spent.
+    pub async fn finish(self) {
+        self.task.await.unwrap();
+    }
+
+    /// Stops the client and fails the test if any review went wrong.
+    pub async fn stop_and_check(self, what: &str) -> usize {
+        let (ok, failures) = self.stop().await;
+        assert!(
+            failures.is_empty(),
+            "{what}: {} of {} reviews failed: {failures:#?}",
+            failures.len(),
+            ok + failures.len()
+        );
+        ok
+    }
+}
+
+/// A field of `/proc/PID/status` in KiB, e.g. `VmRSS` or `VmHWM`.
+pub fn proc_status_kib(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Whether `/proc/self/status` can be read (Linux), for memory checks.
+pub fn proc_status_available() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| s.contains("VmRSS:"))
+}
+
+/// The addresses a `podgate serve --log-format json` process logs at start-up.
+pub fn wait_for_addresses(lines: &std::sync::mpsc::Receiver<String>) -> (SocketAddr, SocketAddr) {
+    let (mut webhook, mut metrics) = (None, None);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while webhook.is_none() || metrics.is_none() {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("podgate logs its listening addresses");
+        let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+        let address = event["address"].as_str().and_then(|a| a.parse().ok());
+        match event["endpoint"].as_str() {
+            Some("webhook") => webhook = address,
+            Some("metrics") => metrics = address,
+            _ => {}
+        }
+    }
+    (webhook.unwrap(), metrics.unwrap())
+}
+
+/// The real binary (`CARGO_BIN_EXE_podgate`, the debug build under `cargo
+/// test`) running `podgate serve` with JSON logs on ephemeral loopback
+/// ports. Its log lines are read on a thread; review lines past the first
+/// thousand are only counted, so that a long run does not pile them up.
+pub struct ServerProcess {
+    child: std::process::Child,
+    pub webhook: SocketAddr,
+    pub metrics: SocketAddr,
+    lines: std::sync::mpsc::Receiver<String>,
+    collected: Vec<String>,
+    reviews_logged: Arc<AtomicUsize>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerProcess {
+    /// Starts `podgate serve` with `args` (a certificate source at least).
+    pub fn spawn(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_podgate"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = std::sync::mpsc::channel();
+        let reviews_logged = Arc::new(AtomicUsize::new(0));
+        let reader = std::thread::spawn({
+            let reviews_logged = reviews_logged.clone();
+            move || {
+                for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let review = line.contains(r#""message":"admission review""#);
+                    if !review || reviews_logged.fetch_add(1, Ordering::AcqRel) < 1000 {
+                        let _ = sender.send(line);
+                    }
+                }
+            }
+        });
+        let (webhook, metrics) = wait_for_addresses(&lines);
+        ServerProcess { child, webhook, metrics, lines, collected: Vec::new(), reviews_logged, reader: Some(reader) }
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/validate", self.webhook.port())
+    }
+
+    /// A field of its `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        proc_status_kib(&self.pid(), field)
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, ...) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(self.pid()).status().unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit, failing the test after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "podgate did not exit within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The log lines so far; after [`wait_exit`](Self::wait_exit), all of
+    /// them (review events past the first thousand only counted).
+    pub fn log_lines(&mut self) -> Vec<String> {
+        if self.child.try_wait().unwrap().is_some() {
+            if let Some(reader) = self.reader.take() {
+                reader.join().unwrap();
+            }
+        }
+        self.collected.extend(self.lines.try_iter());
+        self.collected.clone()
+    }
+
+    /// [`log_lines`](Self::log_lines) as JSON events.
+    pub fn logs(&mut self) -> Vec<Value> {
+        self.log_lines().iter().filter_map(|line| serde_json::from_str(line).ok()).collect()
+    }
+
+    /// How many `admission review` events it logged so far.
+    pub fn reviews_logged(&self) -> usize {
+        self.reviews_logged.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // A failed test leaves no server behind.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Opens a TCP connection to `addr`, sends `bytes` (no TLS, or garbage
+/// instead of a handshake) and waits until the server closes it. Returns
+/// what the server sent back.
+pub async fn garbage_connection(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The server may close before reading everything: a failed write is fine.
+    let _ = stream.write_all(bytes).await;
+    read_until_closed(&mut stream).await
+}
+
+/// A deterministic stream of pseudo-random bytes.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect()
 }
