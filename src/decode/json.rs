@@ -147,11 +147,7 @@ fn string_stops(chunk: u64) -> u64 {
 
 #[inline(always)]
 fn skip_whitespace(bytes: &[u8], mut pos: usize) -> usize {
-    // Every byte that can follow whitespace in JSON is above b' '.
-    while let Some(&byte) = bytes.get(pos) {
-        if byte > b' ' || !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
-            break;
-        }
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(pos) {
         pos += 1;
     }
     pos
@@ -377,7 +373,6 @@ impl<'de> Deserializer<'de> {
 
     /// A string whose opening quote was consumed: borrowed from the input
     /// when it has no escapes, else unescaped into a new `String`.
-    #[inline]
     fn string(&mut self) -> Result<Str<'de>, Refused> {
         let start = self.pos;
         self.scan_plain();
