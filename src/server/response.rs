@@ -167,7 +167,13 @@ pub fn limit_warnings(texts: impl Iterator<Item = String>) -> Vec<String> {
 /// Replaces control characters (newlines, escapes) with spaces: answers end
 /// up in HTTP headers and terminals.
 fn sanitize(text: &str) -> String {
-    if text.chars().any(char::is_control) {
+    // ASCII (nearly every message) is checked byte by byte, without decoding.
+    let has_control = if text.is_ascii() {
+        text.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        text.chars().any(char::is_control)
+    };
+    if has_control {
         text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
     } else {
         text.to_owned()
