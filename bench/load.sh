@@ -2,8 +2,8 @@
 # End-to-end load benchmark of `podgate serve` against a constant-reply
 # reference on the same TLS + HTTP stack (examples/constant_reply.rs).
 #
-#   bash bench/load.sh            # full run, about 4 minutes
-#   ROUNDS=1 DURATION=5 bash bench/load.sh   # quick look
+#   bash bench/load.sh                                  # full run, about 4 minutes
+#   PEAK_ROUNDS=2 RATE_ROUNDS=1 DURATION=3 bash bench/load.sh   # quick look
 #
 # What it does (see BENCHMARKS.md for the numbers of the last run):
 #  1. installs h2load (Debian's nghttp2-client) if it is missing;
@@ -15,12 +15,16 @@
 #     written as in production, but the disk's write-back of ~500 MB of log
 #     per run does not compete with the measurement on a 2-core machine;
 #     LOG=/tmp/podgate.log keeps it) and the reference,
-#     then, alternating between the two servers ROUNDS times:
-#       - peak: h2load --h1 (HTTPS, HTTP/1.1 keep-alive, ALPN http/1.1),
-#         64 connections, one request in flight each, the 9 KB Pod CREATE
-#         review, DURATION seconds after a 2 s warm-up;
-#       - fixed rate: 10 connections x 500 reviews/s = 5,000 reviews/s,
-#         latency of every request from h2load's --log-file, p50/p99;
+#     then, alternating between the two servers:
+#       - peak, PEAK_ROUNDS times each: h2load --h1 (HTTPS, HTTP/1.1
+#         keep-alive, ALPN http/1.1), 64 connections, one request in flight
+#         each, the 9 KB Pod CREATE review, DURATION seconds after a 1 s
+#         warm-up; the ratio of each podgate run to the reference run right
+#         after it (short, adjacent runs: other load on the machine drifts
+#         less in between);
+#       - fixed rate, RATE_ROUNDS times each: 10 connections x 500
+#         reviews/s = 5,000 reviews/s for RATE_DURATION seconds, latency of
+#         every request from h2load's --log-file, p50/p99;
 #  5. prints medians, podgate's throughput as a ratio of the reference's, and
 #     the RSS high-water mark (VmHWM) and current RSS from /proc.
 #
@@ -32,8 +36,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS="${ROUNDS:-5}"
-DURATION="${DURATION:-10}"
+PEAK_ROUNDS="${PEAK_ROUNDS:-10}"
+RATE_ROUNDS="${RATE_ROUNDS:-3}"
+DURATION="${DURATION:-5}"
+RATE_DURATION="${RATE_DURATION:-10}"
 CONNECTIONS="${CONNECTIONS:-64}"
 RATE_CONNECTIONS="${RATE_CONNECTIONS:-10}"
 RATE_PER_CONNECTION="${RATE_PER_CONNECTION:-500}"
@@ -84,7 +90,7 @@ stop() {
 }
 
 kib() { awk -v key="$2:" '$1 == key {print $2}' "/proc/$1/status"; }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo "--- start-up to ready (5 runs)"
 for _ in 1 2 3 4 5; do
@@ -120,7 +126,7 @@ for port in "$PODGATE_PORT" "$REFERENCE_PORT"; do
 done
 
 peak() { # port -> reviews/s
-  h2load --h1 -c "$CONNECTIONS" -t 1 -m 1 -D "$DURATION" --warm-up-time 2 -d "$BODY" \
+  h2load --h1 -c "$CONNECTIONS" -t 1 -m 1 -D "$DURATION" --warm-up-time 1 -d "$BODY" \
     -H 'content-type: application/json' "https://127.0.0.1:$1/validate" >"$WORK/peak" 2>&1
   grep -q ' 0 failed, 0 errored' "$WORK/peak" || { cat "$WORK/peak" >&2; exit 1; }
   awk '/^finished in/ {gsub(",", ""); print $4}' "$WORK/peak"
@@ -128,7 +134,7 @@ peak() { # port -> reviews/s
 
 rate() { # port -> "p50_us p99_us achieved_rps"
   rm -f "$WORK/latency.log"
-  h2load --h1 -c "$RATE_CONNECTIONS" -t 1 -m 1 --rps "$RATE_PER_CONNECTION" -D "$DURATION" --warm-up-time 2 \
+  h2load --h1 -c "$RATE_CONNECTIONS" -t 1 -m 1 --rps "$RATE_PER_CONNECTION" -D "$RATE_DURATION" --warm-up-time 2 \
     -d "$BODY" -H 'content-type: application/json' --log-file "$WORK/latency.log" \
     "https://127.0.0.1:$1/validate" >"$WORK/rate" 2>&1
   grep -q ' 0 failed, 0 errored' "$WORK/rate" || { cat "$WORK/rate" >&2; exit 1; }
@@ -138,22 +144,26 @@ rate() { # port -> "p50_us p99_us achieved_rps"
     END {printf "%d %d %.0f\n", a[int(NR*0.50)], a[int(NR*0.99)], rps}'
 }
 
-echo "--- $ROUNDS rounds, alternating podgate / reference (peak: $CONNECTIONS connections, ${DURATION}s;" \
-  "fixed rate: $RATE_CONNECTIONS x $RATE_PER_CONNECTION/s)"
-for round in $(seq "$ROUNDS"); do
+echo "--- peak: $PEAK_ROUNDS x ${DURATION}s per server, $CONNECTIONS connections, alternating podgate / reference"
+for round in $(seq "$PEAK_ROUNDS"); do
   p=$(peak "$PODGATE_PORT")
   r=$(peak "$REFERENCE_PORT")
   echo "$p" >>"$WORK/peak_podgate"
   echo "$r" >>"$WORK/peak_reference"
   awk -v p="$p" -v r="$r" 'BEGIN {printf "%.3f\n", p / r}' >>"$WORK/ratio"
+  printf 'round %d: podgate %s/s, reference %s/s, ratio %s\n' "$round" "$p" "$r" "$(tail -1 "$WORK/ratio")"
+done
+
+echo "--- fixed rate: $RATE_ROUNDS x ${RATE_DURATION}s per server, $RATE_CONNECTIONS connections x $RATE_PER_CONNECTION/s"
+for round in $(seq "$RATE_ROUNDS"); do
   read -r p50 p99 achieved < <(rate "$PODGATE_PORT")
   read -r rp50 rp99 rachieved < <(rate "$REFERENCE_PORT")
   echo "$p50" >>"$WORK/p50"
   echo "$p99" >>"$WORK/p99"
   echo "$rp50" >>"$WORK/rp50"
   echo "$rp99" >>"$WORK/rp99"
-  printf 'round %d: peak podgate %s/s, reference %s/s (ratio %s); at %s/s p50/p99 podgate %s/%s us, reference %s/%s us (%s/s)\n' \
-    "$round" "$p" "$r" "$(tail -1 "$WORK/ratio")" "$achieved" "$p50" "$p99" "$rp50" "$rp99" "$rachieved"
+  printf 'round %d: p50/p99 podgate %s/%s us at %s/s, reference %s/%s us at %s/s\n' \
+    "$round" "$p50" "$p99" "$achieved" "$rp50" "$rp99" "$rachieved"
 done
 
 HWM_KIB=$(kib "$PODGATE_PID" VmHWM)
@@ -164,7 +174,7 @@ REVIEWS=$(exec 3<>"/dev/tcp/127.0.0.1/$METRICS_PORT" && printf 'GET /metrics HTT
 
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 echo
-echo "--- results (medians of $ROUNDS rounds)"
+echo "--- results (medians of the rounds)"
 echo "machine: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(uname -r)"
 echo "load generator: $(h2load --version | head -1), unpinned; body: $BODY ($(stat -c %s "$BODY") bytes)"
 echo
@@ -179,5 +189,5 @@ echo "| RSS under load (VmHWM) | $(mib "$HWM_KIB") MiB | $(mib "$REF_HWM_KIB") M
 echo "| RSS after load (VmRSS) | $(mib "$RSS_AFTER_KIB") MiB | | |"
 echo "| Start-up to ready (spawn -> /readyz 200) | $STARTUP_MS ms | | < 100 ms |"
 echo
-echo "per-round ratios: $(tr '\n' ' ' <"$WORK/ratio")"
+echo "per-round ratios: $(tr '\n' ' ' <"$WORK/ratio")(min $(sort -n "$WORK/ratio" | head -1), max $(sort -n "$WORK/ratio" | tail -1))"
 echo "podgate answered and logged (to $LOG) $REVIEWS reviews"
