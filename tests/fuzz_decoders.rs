@@ -28,9 +28,38 @@ fn runner() -> TestRunner {
     TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
 }
 
+/// The webhook's fast decoder (`podgate::decode::json`) may refuse anything
+/// (serde_json then decides), but what it accepts serde_json must accept too,
+/// with an equal result.
+fn fast_decoder_agrees_with_serde_json(body: &[u8]) {
+    let Ok(text) = std::str::from_utf8(body) else { return };
+    if let Ok(fast) = podgate::decode::json::from_str::<review::AdmissionReview<'_>>(text) {
+        match review::decode(body) {
+            Ok(slow) => assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "decoded differently: {text}"),
+            Err(error) => panic!("the fast decoder accepted what serde_json refuses ({error}): {text}"),
+        }
+        // The object's captured text is serde_json's RawValue of it.
+        if let Some(raw) = fast.request.as_ref().and_then(|r| r.object.as_ref()).and_then(|o| o.raw) {
+            #[derive(serde::Deserialize)]
+            struct Review<'a> {
+                #[serde(borrow)]
+                request: Request<'a>,
+            }
+            #[derive(serde::Deserialize)]
+            struct Request<'a> {
+                #[serde(borrow)]
+                object: &'a serde_json::value::RawValue,
+            }
+            let slow: Review = serde_json::from_str(text).expect("serde_json reads the object raw");
+            assert_eq!(raw, slow.request.object.get(), "captured text differs: {text}");
+        }
+    }
+}
+
 /// Decode as the webhook does and evaluate whatever decodes. Returns whether
 /// the input was accepted as a review (the server answers the rest with 400).
 fn review_through_engine(body: &[u8], policy: &Policy) -> bool {
+    fast_decoder_agrees_with_serde_json(body);
     let Ok(review) = review::decode(body) else { return false };
     let Some(request) = review.request.as_ref() else { return true };
     let (Some(gvk), Some(object)) = (request.kind.as_ref(), request.object.as_ref()) else { return true };
@@ -172,6 +201,69 @@ fn byte_level_mutations_of_real_reviews_never_panic() {
                 body.splice(at..end, insert);
             }
             review_through_engine(&body, &policy);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn json_token_mutations_of_real_reviews_decode_as_serde_json_does() {
+    let policy = Policy::default();
+    let originals = [fixture("reviews/pod-create.json"), fixture("reviews/pod-update-labels.json")];
+    // JSON's own edge cases, spliced in anywhere: numbers serde_json reads
+    // as floats or refuses, escapes, surrogates, control characters,
+    // structure, whitespace.
+    let token = prop_oneof![
+        Just("-0".to_owned()),
+        Just("-0.0".to_owned()),
+        Just("1e400".to_owned()),
+        Just("01".to_owned()),
+        Just("1.".to_owned()),
+        Just("1E+5".to_owned()),
+        Just("9223372036854775808".to_owned()),
+        Just("-9223372036854775809".to_owned()),
+        Just("18446744073709551616".to_owned()),
+        Just(r#""\ud800""#.to_owned()),
+        Just(r#""\udc00\ud800""#.to_owned()),
+        Just(r#""\ud83d\ude00""#.to_owned()),
+        Just(r#""\u00e9\/\b""#.to_owned()),
+        Just(r#"\u12"#.to_owned()),
+        Just("\\".to_owned()),
+        Just("\"".to_owned()),
+        Just("\u{1}".to_owned()),
+        Just("\t".to_owned()),
+        Just(" \r\n".to_owned()),
+        Just(",".to_owned()),
+        Just(":".to_owned()),
+        Just("{".to_owned()),
+        Just("}".to_owned()),
+        Just("[".to_owned()),
+        Just("]".to_owned()),
+        Just("[]".to_owned()),
+        Just("{}".to_owned()),
+        Just("null".to_owned()),
+        Just("nul".to_owned()),
+        Just("true".to_owned()),
+        Just(r#""x":1,"#.to_owned()),
+        Just(r#""name":"dup","#.to_owned()),
+        "[ -~]{0,6}",
+    ];
+    let strategy = (0..originals.len(), prop::collection::vec((any::<prop::sample::Index>(), 0usize..4, token), 1..4));
+    runner()
+        .run(&strategy, |(source, edits)| {
+            let mut text = originals[source].clone();
+            for (at, remove, insert) in edits {
+                let mut start = at.index(text.len() + 1);
+                while !text.is_char_boundary(start) {
+                    start -= 1;
+                }
+                let mut end = (start + remove).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                text.replace_range(start..end, &insert);
+            }
+            review_through_engine(text.as_bytes(), &policy);
             Ok(())
         })
         .unwrap();

@@ -61,16 +61,22 @@ fn check_probe(
     ];
     for (port_field, port) in ports {
         let Some(port) = port else { continue };
-        let field = format!("{name}.{port_field}");
+        // Formatted only for a finding: most probes are fine.
+        let field = || format!("{name}.{port_field}");
         match port {
-            None => push(field.clone(), format!("{field} missing ({} must set {field})", who())),
+            None => {
+                let field = field();
+                push(field.clone(), format!("{field} missing ({} must set {field})", who()))
+            }
             Some(Port::Number(n)) if !(1..=65535).contains(&n) => {
+                let field = field();
                 push(field.clone(), format!("{field}={n} ({} must set {field} to a number from 1 to 65535)", who()))
             }
             Some(Port::Number(_)) => {}
             Some(Port::Name(port_name)) => {
                 let declared = c.container.ports.iter().any(|p| p.name.as_deref() == Some(&*port_name));
                 if !declared {
+                    let field = field();
                     push(
                         field.clone(),
                         format!(

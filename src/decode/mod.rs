@@ -4,6 +4,7 @@
 //! `manifest` decodes YAML/JSON manifest files for `podgate check`; both land
 //! in the same [`model`], which is all the later steps see.
 
+pub mod json;
 pub mod manifest;
 pub mod model;
 pub mod review;

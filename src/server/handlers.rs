@@ -194,8 +194,12 @@ async fn collect(mut body: Body, limit: usize, drain_limit: usize, capacity: usi
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
     let text = value.to_str().unwrap_or_default();
-    let media_type = text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    if media_type == "application/json" || (media_type.starts_with("application/") && media_type.ends_with("+json")) {
+    let media_type = text.split(';').next().unwrap_or_default().trim().as_bytes();
+    let (prefix, suffix) = (b"application/".as_slice(), b"+json".as_slice());
+    let structured_json = media_type.len() >= prefix.len() + suffix.len()
+        && media_type[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && media_type[media_type.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+    if media_type.eq_ignore_ascii_case(b"application/json") || structured_json {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType(text.chars().take(100).collect()))
@@ -349,12 +353,17 @@ mod tests {
     fn accepts_json_content_types_only() {
         let mut headers = HeaderMap::new();
         assert!(check_content_type(&headers).is_ok());
-        for ok in ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/merge+json"]
-        {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/merge+json",
+            "APPLICATION/MERGE+JSON ; x=y",
+        ] {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ok));
             assert!(check_content_type(&headers).is_ok(), "{ok}");
         }
-        for bad in ["text/plain", "application/yaml", "multipart/form-data"] {
+        for bad in ["text/plain", "application/yaml", "multipart/form-data", "text/x+json"] {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(bad));
             assert!(matches!(check_content_type(&headers), Err(ApiError::UnsupportedMediaType(_))), "{bad}");
         }

@@ -6,6 +6,7 @@
 //! takes no lock held across an `.await`.
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -173,10 +174,58 @@ pub struct ReviewRecord<'a> {
     pub violations: &'a [(CheckId, Effect)],
 }
 
+/// The `kind` labels of a review, in [`Metrics`]' per-kind tables.
+const KINDS: [&str; 9] =
+    ["Pod", "Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicationController", "other"];
+/// The `operation` labels.
+const OPERATIONS: [&str; 5] = ["CREATE", "UPDATE", "DELETE", "CONNECT", "other"];
+/// The `mode` labels.
+const MODES: [&str; 2] = ["enforce", "audit"];
+const DECISIONS: [Decision; 4] = [Decision::Allowed, Decision::Denied, Decision::Warned, Decision::Exempt];
+const EFFECTS: [Effect; 3] = [Effect::Deny, Effect::Warn, Effect::Audit];
+const REQUEST_SERIES: usize = KINDS.len() * OPERATIONS.len() * DECISIONS.len() * MODES.len() * 2;
+
+/// The counters and histograms of one review's fixed label sets, resolved in
+/// the families once, on first use (so that a series appears in `/metrics`
+/// when it first happens, as before), and then updated without the family's
+/// lock and label hashing.
+#[derive(Debug)]
+struct Resolved {
+    requests: Box<[OnceLock<Counter>]>,
+    duration: [OnceLock<Histogram>; KINDS.len()],
+    violations: [[OnceLock<Counter>; EFFECTS.len()]; CheckId::ALL.len()],
+}
+
+impl Default for Resolved {
+    fn default() -> Self {
+        Resolved {
+            requests: (0..REQUEST_SERIES).map(|_| OnceLock::new()).collect(),
+            duration: Default::default(),
+            violations: Default::default(),
+        }
+    }
+}
+
+fn position(labels: &[&str], value: &str) -> Option<usize> {
+    labels.iter().position(|label| *label == value)
+}
+
+/// Where a review's `podgate_admission_requests_total` series is in
+/// [`Resolved::requests`].
+fn request_index(record: &ReviewRecord<'_>) -> Option<usize> {
+    let kind = position(&KINDS, record.kind)?;
+    let operation = position(&OPERATIONS, record.operation)?;
+    let decision = DECISIONS.iter().position(|d| *d == record.decision)?;
+    let mode = position(&MODES, record.mode)?;
+    let series = ((kind * OPERATIONS.len() + operation) * DECISIONS.len() + decision) * MODES.len() + mode;
+    Some(series * 2 + usize::from(record.dry_run))
+}
+
 /// Every metric podgate exports, and the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    resolved: Resolved,
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily,
     violations: Family<ViolationLabels, Counter>,
@@ -266,6 +315,7 @@ impl Metrics {
 
         Metrics {
             registry,
+            resolved: Resolved::default(),
             requests,
             duration,
             violations,
@@ -280,18 +330,32 @@ impl Metrics {
 
     /// Records one answered review.
     pub fn review(&self, record: &ReviewRecord<'_>) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                kind: record.kind,
-                operation: record.operation,
-                decision: record.decision.as_str(),
-                mode: record.mode,
-                dry_run: if record.dry_run { "true" } else { "false" },
-            })
-            .inc();
-        self.duration.get_or_create(&KindLabel { kind: record.kind }).observe(record.seconds);
-        for (check, effect) in record.violations {
-            self.violations.get_or_create(&ViolationLabels { check: check.as_str(), action: effect.as_str() }).inc();
+        let labels = || RequestLabels {
+            kind: record.kind,
+            operation: record.operation,
+            decision: record.decision.as_str(),
+            mode: record.mode,
+            dry_run: if record.dry_run { "true" } else { "false" },
+        };
+        match request_index(record) {
+            Some(index) => {
+                self.resolved.requests[index].get_or_init(|| self.requests.get_or_create(&labels()).clone()).inc()
+            }
+            // A label outside the fixed sets (there is none): the family itself.
+            None => self.requests.get_or_create(&labels()).inc(),
+        };
+        let kind = KindLabel { kind: record.kind };
+        match position(&KINDS, record.kind) {
+            Some(index) => self.resolved.duration[index]
+                .get_or_init(|| self.duration.get_or_create(&kind).clone())
+                .observe(record.seconds),
+            None => self.duration.get_or_create(&kind).observe(record.seconds),
+        }
+        for &(check, effect) in record.violations {
+            let action = EFFECTS.iter().position(|e| *e == effect).unwrap_or_default();
+            let slot = &self.resolved.violations[check.index()][action];
+            let labels = ViolationLabels { check: check.as_str(), action: effect.as_str() };
+            slot.get_or_init(|| self.violations.get_or_create(&labels).clone()).inc();
         }
     }
 
@@ -403,6 +467,46 @@ mod tests {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn every_fixed_label_set_has_a_series_of_its_own() {
+        let metrics = Metrics::new();
+        let mut expected = 0;
+        for kind in KINDS {
+            for operation in OPERATIONS {
+                for decision in DECISIONS {
+                    for mode in MODES {
+                        for dry_run in [false, true] {
+                            let violations: &[(CheckId, Effect)] = &[(CheckId::RunAsUser, Effect::Warn)];
+                            let record =
+                                ReviewRecord { kind, operation, decision, mode, dry_run, seconds: 0.001, violations };
+                            metrics.review(&record);
+                            expected += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // An unknown label still counts, through the family.
+        let violations: &[(CheckId, Effect)] = &[];
+        let odd = ReviewRecord {
+            kind: "Pod",
+            operation: "PATCH",
+            decision: Decision::Allowed,
+            mode: "enforce",
+            dry_run: false,
+            seconds: 0.0,
+            violations,
+        };
+        metrics.review(&odd);
+        let text = metrics.render();
+        let series: Vec<&str> = text.lines().filter(|l| l.starts_with("podgate_admission_requests_total{")).collect();
+        assert_eq!(series.len(), expected + 1);
+        assert!(series.iter().all(|line| line.ends_with(" 1")), "{series:?}");
+        assert!(text.contains(r#"podgate_admission_requests_total{kind="CronJob",operation="DELETE",decision="exempt",mode="audit",dry_run="true"} 1"#));
+        assert!(text.contains(r#"podgate_policy_violations_total{check="runAsUser",action="warn"} 720"#));
+        assert!(text.contains(r#"podgate_admission_request_duration_seconds_count{kind="other"} 80"#), "{text}");
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub mod args;
 pub mod error;
 pub mod handlers;
 mod idle;
+pub mod logformat;
+pub mod logwriter;
 pub mod metrics;
 pub mod reload;
 pub mod response;
@@ -436,19 +438,34 @@ async fn wait_for_signal(_server: &RunningServer) -> std::io::Result<&'static st
 
 /// Logs to standard output through a background writer thread: a review
 /// never waits for a slow log consumer (a full buffer drops lines rather
-/// than stalling admission).
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// than stalling admission); see [`logwriter`].
+fn init_logging(format: LogFormat) -> Option<logwriter::FlushGuard> {
+    match logwriter::spawn(std::io::stdout()) {
+        Ok((writer, guard)) => {
+            init_subscriber(format, writer);
+            Some(guard)
+        }
+        Err(error) => {
+            eprintln!("podgate: cannot start the log writer thread ({error}); logging synchronously");
+            init_subscriber(format, std::io::stdout);
+            None
+        }
+    }
+}
+
+fn init_subscriber<W>(format: LogFormat, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = match format {
         LogFormat::Text => builder.with_ansi(ansi).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
+        LogFormat::Json => builder.event_format(logformat::JsonLines).try_init(),
     };
     if let Err(error) = result {
         eprintln!("podgate: cannot set up logging: {error}");
     }
-    guard
 }
