@@ -1,7 +1,9 @@
 //! The policy engine alone, per review fixture: decode the AdmissionReview
-//! (borrowed, lean model) and evaluate it. The end-to-end admission bench
-//! (decode + evaluate + encode the response) is `benches/admission.rs`; the
-//! baseline here is the common kube-rs idiom of decoding into
+//! (borrowed, lean model) as the webhook does (UTF-8 check, then the fast
+//! deserializer of `decode::json`) and evaluate it. The end-to-end admission
+//! bench (decode + evaluate + encode the response) is `benches/admission.rs`.
+//! Baselines: the same model decoded by serde_json alone (`review::decode`),
+//! and the common kube-rs idiom of decoding into
 //! `AdmissionReview<DynamicObject>` and then a typed `Pod`.
 
 use std::hint::black_box;
@@ -21,8 +23,12 @@ const FIXTURES: [(&str, &str); 3] = [
     ("pod-update-labels", include_str!("../tests/fixtures/reviews/pod-update-labels.json")),
 ];
 
-fn decode_and_evaluate(body: &[u8], policy: &Policy) -> bool {
-    let review = review::decode(body).expect("fixture decodes");
+fn decode_and_evaluate(body: &[u8], policy: &Policy, serde_json_only: bool) -> bool {
+    let review = if serde_json_only {
+        review::decode(body).expect("fixture decodes")
+    } else {
+        review::decode_str(std::str::from_utf8(body).expect("UTF-8")).expect("fixture decodes")
+    };
     let request = review.request.as_ref().expect("request");
     let gvk = request.kind.as_ref().expect("kind");
     let kind = WorkloadKind::from_group_kind(&gvk.group, &gvk.kind).expect("workload");
@@ -40,7 +46,15 @@ fn engine(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine");
     for (name, body) in FIXTURES {
         group.throughput(Throughput::Bytes(body.len() as u64));
-        group.bench_function(name, |b| b.iter(|| decode_and_evaluate(black_box(body.as_bytes()), &policy)));
+        group.bench_function(name, |b| b.iter(|| decode_and_evaluate(black_box(body.as_bytes()), &policy, false)));
+    }
+    group.finish();
+
+    // Reference: the same model decoded by serde_json alone.
+    let mut group = c.benchmark_group("engine_serde_json_decoder");
+    for (name, body) in FIXTURES {
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(name, |b| b.iter(|| decode_and_evaluate(black_box(body.as_bytes()), &policy, true)));
     }
     group.finish();
 

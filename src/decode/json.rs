@@ -147,7 +147,11 @@ fn string_stops(chunk: u64) -> u64 {
 
 #[inline(always)]
 fn skip_whitespace(bytes: &[u8], mut pos: usize) -> usize {
-    while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(pos) {
+    // Every byte that can follow whitespace in JSON is above b' '.
+    while let Some(&byte) = bytes.get(pos) {
+        if byte > b' ' || !matches!(byte, b' ' | b'\n' | b'\r' | b'\t') {
+            break;
+        }
         pos += 1;
     }
     pos
@@ -373,6 +377,7 @@ impl<'de> Deserializer<'de> {
 
     /// A string whose opening quote was consumed: borrowed from the input
     /// when it has no escapes, else unescaped into a new `String`.
+    #[inline]
     fn string(&mut self) -> Result<Str<'de>, Refused> {
         let start = self.pos;
         self.scan_plain();
