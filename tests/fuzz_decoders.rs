@@ -60,6 +60,11 @@ fn fast_decoder_agrees_with_serde_json(body: &[u8]) {
 /// the input was accepted as a review (the server answers the rest with 400).
 fn review_through_engine(body: &[u8], policy: &Policy) -> bool {
     fast_decoder_agrees_with_serde_json(body);
+    // The webhook's own path (UTF-8 check, fast decoder, dispatch, engine,
+    // response encoding) must answer too, with a verdict or an error.
+    if let Ok(admission) = podgate::server::service::admit(policy, body) {
+        let _ = admission.response();
+    }
     let Ok(review) = review::decode(body) else { return false };
     let Some(request) = review.request.as_ref() else { return true };
     let (Some(gvk), Some(object)) = (request.kind.as_ref(), request.object.as_ref()) else { return true };
