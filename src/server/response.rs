@@ -168,11 +168,8 @@ pub fn limit_warnings(texts: impl Iterator<Item = String>) -> Vec<String> {
 /// up in HTTP headers and terminals.
 fn sanitize(text: &str) -> String {
     // ASCII (nearly every message) is checked byte by byte, without decoding.
-    let has_control = if text.is_ascii() {
-        text.bytes().any(|b| b < 0x20 || b == 0x7f)
-    } else {
-        text.chars().any(char::is_control)
-    };
+    let has_control =
+        if text.is_ascii() { text.bytes().any(|b| b < 0x20 || b == 0x7f) } else { text.chars().any(char::is_control) };
     if has_control {
         text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
     } else {
