@@ -14,8 +14,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use podgate::config::Policy;
 use podgate::server::service;
 
-const FIXTURES: [(&str, &str); 4] = [
+const FIXTURES: [(&str, &str); 5] = [
     ("pod-create", include_str!("../tests/fixtures/reviews/pod-create.json")),
+    // The same review without whitespace, as the apiserver sends it.
+    ("pod-create-compact", include_str!("../tests/fixtures/reviews/pod-create-compact.json")),
     ("deployment-create", include_str!("../tests/fixtures/reviews/deployment-create.json")),
     ("pod-update-labels", include_str!("../tests/fixtures/reviews/pod-update-labels.json")),
     ("pod-create-noncompliant", include_str!("../tests/fixtures/reviews/pod-create-noncompliant.json")),
