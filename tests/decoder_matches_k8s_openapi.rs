@@ -60,9 +60,13 @@ fn assert_containers_match(ours: &[model::Container<'_>], theirs: &[core::Contai
         let their_ports: Vec<(Option<&str>, Option<i64>)> =
             d.ports.iter().flatten().map(|p| (p.name.as_deref(), Some(i64::from(p.container_port)))).collect();
         assert_eq!(ports, their_ports, "{what}.ports");
-        assert_probe_matches(c.liveness_probe.as_ref(), d.liveness_probe.as_ref(), &format!("{what}.livenessProbe"));
-        assert_probe_matches(c.readiness_probe.as_ref(), d.readiness_probe.as_ref(), &format!("{what}.readinessProbe"));
-        assert_probe_matches(c.startup_probe.as_ref(), d.startup_probe.as_ref(), &format!("{what}.startupProbe"));
+        assert_probe_matches(c.liveness_probe.as_deref(), d.liveness_probe.as_ref(), &format!("{what}.livenessProbe"));
+        assert_probe_matches(
+            c.readiness_probe.as_deref(),
+            d.readiness_probe.as_ref(),
+            &format!("{what}.readinessProbe"),
+        );
+        assert_probe_matches(c.startup_probe.as_deref(), d.startup_probe.as_ref(), &format!("{what}.startupProbe"));
     }
 }
 
