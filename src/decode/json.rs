@@ -373,6 +373,7 @@ impl<'de> Deserializer<'de> {
 
     /// A string whose opening quote was consumed: borrowed from the input
     /// when it has no escapes, else unescaped into a new `String`.
+    #[inline]
     fn string(&mut self) -> Result<Str<'de>, Refused> {
         let start = self.pos;
         self.scan_plain();
@@ -382,25 +383,32 @@ impl<'de> Deserializer<'de> {
                 self.pos += 1;
                 Ok(Str::Borrowed(text))
             }
-            Some(b'\\') => {
-                let mut owned = String::from(self.text.get(start..self.pos).ok_or(Refused)?);
-                loop {
-                    self.pos += 1; // the backslash
-                    self.escape(&mut owned)?;
-                    let run = self.pos;
-                    self.scan_plain();
-                    owned.push_str(self.text.get(run..self.pos).ok_or(Refused)?);
-                    match self.peek() {
-                        Some(b'"') => {
-                            self.pos += 1;
-                            return Ok(Str::Owned(owned));
-                        }
-                        Some(b'\\') => {}
-                        _ => return Err(Refused),
-                    }
-                }
-            }
+            Some(b'\\') => self.escaped_string(start),
             _ => Err(Refused),
+        }
+    }
+
+    /// The rest of a string from its first backslash, unescaped into a new
+    /// `String`. Out of line: escapes are rare in reviews, and keeping this
+    /// loop out of [`Self::string`] keeps that one small where it is inlined.
+    #[cold]
+    #[inline(never)]
+    fn escaped_string(&mut self, start: usize) -> Result<Str<'de>, Refused> {
+        let mut owned = String::from(self.text.get(start..self.pos).ok_or(Refused)?);
+        loop {
+            self.pos += 1; // the backslash
+            self.escape(&mut owned)?;
+            let run = self.pos;
+            self.scan_plain();
+            owned.push_str(self.text.get(run..self.pos).ok_or(Refused)?);
+            match self.peek() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(Str::Owned(owned));
+                }
+                Some(b'\\') => {}
+                _ => return Err(Refused),
+            }
         }
     }
 
