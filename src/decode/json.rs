@@ -389,8 +389,9 @@ impl<'de> Deserializer<'de> {
     }
 
     /// The rest of a string from its first backslash, unescaped into a new
-    /// `String`. Out of line: escapes are rare in reviews, and keeping this
-    /// loop out of [`Self::string`] keeps that one small where it is inlined.
+    /// `String`. Out of line: escapes are rare in reviews, and without this
+    /// loop [`Self::string`], called about 200 times per review, is small
+    /// (fewer registers saved per call, a tighter hot path).
     #[cold]
     #[inline(never)]
     fn escaped_string(&mut self, start: usize) -> Result<Str<'de>, Refused> {
