@@ -131,25 +131,6 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
     assert_eq!((status, answer["response"]["allowed"].clone()), (200, Value::Bool(true)));
 }
 
-/// The addresses a `podgate serve --log-format json` process logs at start-up.
-fn wait_for_addresses(lines: &std::sync::mpsc::Receiver<String>) -> (SocketAddr, SocketAddr) {
-    let (mut webhook, mut metrics) = (None, None);
-    let deadline = Instant::now() + PATIENCE;
-    while webhook.is_none() || metrics.is_none() {
-        let line = lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("podgate logs its listening addresses");
-        let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
-        let address = event["address"].as_str().and_then(|a| a.parse().ok());
-        match event["endpoint"].as_str() {
-            Some("webhook") => webhook = address,
-            Some("metrics") => metrics = address,
-            _ => {}
-        }
-    }
-    (webhook.unwrap(), metrics.unwrap())
-}
-
 /// The real binary with a self-signed certificate on free ports, its JSON
 /// log lines, addresses and CA.
 struct Binary {
