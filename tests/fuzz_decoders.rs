@@ -28,6 +28,22 @@ fn runner() -> TestRunner {
     TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
 }
 
+/// Replaces, for each edit, `remove` bytes at a position picked by `at`
+/// with `insert`, moving the ends out to character boundaries.
+fn apply_text_edits(text: &mut String, edits: Vec<(prop::sample::Index, usize, String)>) {
+    for (at, remove, insert) in edits {
+        let mut start = at.index(text.len() + 1);
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = (start + remove).min(text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        text.replace_range(start..end, &insert);
+    }
+}
+
 /// The webhook's fast decoder (`podgate::decode::json`) may refuse anything
 /// (serde_json then decides), but what it accepts serde_json must accept too,
 /// with an equal result.
@@ -257,17 +273,7 @@ fn json_token_mutations_of_real_reviews_decode_as_serde_json_does() {
     runner()
         .run(&strategy, |(source, edits)| {
             let mut text = originals[source].clone();
-            for (at, remove, insert) in edits {
-                let mut start = at.index(text.len() + 1);
-                while !text.is_char_boundary(start) {
-                    start -= 1;
-                }
-                let mut end = (start + remove).min(text.len());
-                while !text.is_char_boundary(end) {
-                    end += 1;
-                }
-                text.replace_range(start..end, &insert);
-            }
+            apply_text_edits(&mut text, edits);
             review_through_engine(text.as_bytes(), &policy);
             Ok(())
         })
@@ -315,17 +321,7 @@ fn mutated_real_manifests_never_panic() {
     runner()
         .run(&strategy, |(source, edits)| {
             let mut text = sources[source].clone();
-            for (at, remove, insert) in edits {
-                let mut start = at.index(text.len() + 1);
-                while !text.is_char_boundary(start) {
-                    start -= 1;
-                }
-                let mut end = (start + remove).min(text.len());
-                while !text.is_char_boundary(end) {
-                    end += 1;
-                }
-                text.replace_range(start..end, &insert);
-            }
+            apply_text_edits(&mut text, edits);
             manifest_through_engine(&text, Syntax::Yaml, &policy);
             Ok(())
         })
