@@ -38,6 +38,20 @@ const WARM_UP_REVIEWS: usize = 3_000;
 /// Largest growth of the binary's resident memory over the measured run.
 const MAX_RSS_GROWTH_KIB: u64 = 10 * 1024;
 
+/// Both fault runs: long poll intervals, so only an explicit reload (what
+/// SIGHUP does) reloads; a short handshake timeout for the garbage
+/// connections; a grace period long enough to drain every review.
+const ONLY_EXPLICIT_RELOADS: [&str; 8] = [
+    "--cert-reload-interval",
+    "1h",
+    "--config-reload-interval",
+    "1h",
+    "--tls-handshake-timeout",
+    "2s",
+    "--shutdown-grace",
+    "20s",
+];
+
 fn reviews_to_send() -> usize {
     match std::env::var("PODGATE_FAULTS_REVIEWS") {
         Ok(count) => count.parse().expect("PODGATE_FAULTS_REVIEWS is a number of reviews"),
@@ -123,20 +137,7 @@ async fn finish(clients: Vec<Traffic>) {
 async fn in_process_rotation_reloads_garbage_and_shutdown_lose_no_review() {
     let mut config = Mount::new(&[("policy.yaml", "mode: enforce\n")]);
     let path = config.path("policy.yaml").display().to_string();
-    // Long poll intervals: only reload_now() (what SIGHUP does) reloads.
-    let mut h = start(&[
-        "--config",
-        &path,
-        "--cert-reload-interval",
-        "1h",
-        "--config-reload-interval",
-        "1h",
-        "--tls-handshake-timeout",
-        "2s",
-        "--shutdown-grace",
-        "20s",
-    ])
-    .await;
+    let mut h = start(&[&["--config", path.as_str()][..], &ONLY_EXPLICIT_RELOADS].concat()).await;
     let addr = h.server.webhook_addr();
     let started = Instant::now();
     let log = TrafficLog::new();
@@ -204,22 +205,8 @@ async fn the_binary_under_load_with_sighup_rotation_and_sigterm_keeps_memory_fla
     let mut config = Mount::new(&[("policy.yaml", "mode: enforce\n")]);
     let (cert, key) = (certs.path("tls.crt").display().to_string(), certs.path("tls.key").display().to_string());
     let policy = config.path("policy.yaml").display().to_string();
-    let mut server = ServerProcess::spawn(&[
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "--config",
-        &policy,
-        "--cert-reload-interval",
-        "1h",
-        "--config-reload-interval",
-        "1h",
-        "--tls-handshake-timeout",
-        "2s",
-        "--shutdown-grace",
-        "20s",
-    ]);
+    let files = ["--tls-cert", cert.as_str(), "--tls-key", key.as_str(), "--config", policy.as_str()];
+    let mut server = ServerProcess::spawn(&[&files[..], &ONLY_EXPLICIT_RELOADS].concat());
     let url = server.url();
     let metrics_url = format!("http://{}/metrics", server.metrics);
     let ops = client(&ca.pem, false);
