@@ -1,9 +1,10 @@
-//! The command line: `podgate check` and `podgate serve`.
+//! The command line: `podgate check`, `podgate serve` and `podgate audit`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::audit::{self, AuditArgs};
 use crate::check::{self, CheckArgs};
 use crate::server::{self, ServeArgs};
 
@@ -20,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Evaluate manifests offline, exactly as the webhook would.
     Check(CheckArgs),
+    /// Audit the objects already in a cluster: what enforcing would deny,
+    /// reported by owning workload (once, or continuously with --interval).
+    Audit(Box<AuditArgs>),
     /// Run the HTTPS admission webhook (POST /validate), with /metrics,
     /// /healthz and /readyz on a plain-HTTP port.
     Serve(Box<ServeArgs>),
@@ -31,5 +35,6 @@ pub fn main() -> ExitCode {
     match &cli.command {
         Command::Check(args) => check::run(args),
         Command::Serve(args) => server::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }

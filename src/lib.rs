@@ -8,6 +8,7 @@
 //! [`server`] for `podgate serve`, the HTTPS webhook.
 //! [`config`] holds the policy the admin sets.
 
+pub mod audit;
 pub mod check;
 pub mod checks;
 pub mod cli;

@@ -12,6 +12,10 @@ use crate::verdict::{Effect, Verdict};
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub results: Vec<ObjectResult>,
+    /// Remarks on the run as a whole (`podgate audit`: exemptions that
+    /// cannot apply); absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The verdict on one object.
@@ -28,10 +32,22 @@ pub struct ObjectResult {
     /// The reason of the exemption that applied, if any.
     pub exempt: Option<String>,
     pub violations: Vec<ViolationResult>,
+    /// `podgate audit`, a workload: how many Pods it controls (directly or
+    /// through ReplicaSets and Jobs) were listed with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pods: Option<usize>,
+    /// `podgate audit`, a workload: its Pods, ReplicaSets and Jobs whose
+    /// findings differ from the workload's own, grouped by the difference.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differing: Vec<Differing>,
+    /// An exemption covered every check (not part of the JSON contract:
+    /// `exempt` says why).
+    #[serde(skip)]
+    pub fully_exempt: bool,
 }
 
 /// One finding of an object.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ViolationResult {
     pub check: CheckId,
     /// `deny` or `warn` (a would-be denial in audit mode is a warning).
@@ -39,6 +55,39 @@ pub struct ViolationResult {
     pub field: String,
     pub container: Option<String>,
     pub message: String,
+    /// `podgate audit`, a workload's finding: how many of its Pods have it too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pods: Option<usize>,
+    /// The effect, which `action` folds audit into `warn` for; kept for
+    /// audit's counts and PolicyReports (a would-be denial is a `fail`).
+    #[serde(skip)]
+    pub effect: Effect,
+}
+
+impl ViolationResult {
+    /// Whether enforcing would deny the object for this finding (action
+    /// `deny`, in enforce or in audit mode).
+    pub fn would_deny(&self) -> bool {
+        self.effect != Effect::Warn
+    }
+}
+
+/// Objects controlled by a workload whose findings differ from the
+/// workload's own (a sidecar injected by a mutating webhook, a template
+/// changed since): every such object with the same difference, counted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Differing {
+    /// `Pod`, `ReplicaSet` or `Job`.
+    pub kind: String,
+    /// How many objects have exactly this difference.
+    pub count: usize,
+    /// The API paths of the first few of them.
+    pub examples: Vec<String>,
+    pub allowed: bool,
+    /// Findings these objects have and the workload has not (their own field paths).
+    pub added: Vec<ViolationResult>,
+    /// Findings the workload has and these objects have not.
+    pub missing: Vec<ViolationResult>,
 }
 
 impl ObjectResult {
@@ -60,6 +109,8 @@ impl ObjectResult {
                 field: v.finding.field.clone(),
                 container: v.finding.container.clone(),
                 message: v.warning_text(),
+                pods: None,
+                effect: v.effect,
             })
             .collect();
         ObjectResult {
@@ -71,6 +122,9 @@ impl ObjectResult {
             allowed: verdict.allowed(),
             exempt: verdict.exemption_reason(),
             violations,
+            pods: None,
+            differing: Vec::new(),
+            fully_exempt: verdict.full_exemption().is_some(),
         }
     }
 }
@@ -128,5 +182,120 @@ pub fn render_text(report: &Report, tally: Tally) -> String {
         let _ = write!(out, "; {} error{} (see above)", tally.errors, if tally.errors == 1 { "" } else { "s" });
     }
     out.push('\n');
+    out
+}
+
+/// `podgate audit`'s text: one block per reported object (a workload with
+/// the Pods it controls, or an object without a listed controller), then
+/// counts per namespace and per check, worst first.
+pub fn render_audit_text(report: &Report) -> String {
+    use std::collections::BTreeMap;
+
+    let mut out = String::new();
+    for note in &report.notes {
+        let _ = writeln!(out, "note: {note}\n");
+    }
+    // Per namespace: [denied, warned, passed, exempt]; per check: objects
+    // with a would-be denial, objects with a warning, Pods affected.
+    let mut namespaces: BTreeMap<&str, [usize; 4]> = BTreeMap::new();
+    let mut checks: BTreeMap<CheckId, [usize; 3]> = BTreeMap::new();
+    let mut pods = 0;
+    for result in &report.results {
+        let denied = !result.allowed || result.differing.iter().any(|d| !d.allowed);
+        let warned = !result.violations.is_empty() || result.differing.iter().any(|d| !d.added.is_empty());
+        let (status, column) = if denied {
+            ("DENY", 0)
+        } else if warned {
+            ("WARN", 1)
+        } else if result.fully_exempt {
+            ("EXEMPT", 3)
+        } else {
+            ("PASS", 2)
+        };
+        namespaces.entry(result.namespace.as_deref().unwrap_or("")).or_default()[column] += 1;
+        let namespace = result.namespace.as_deref().map(|ns| format!("{ns}/")).unwrap_or_default();
+        let name = result.name.as_deref().unwrap_or("<unnamed>");
+        let owned = match result.pods {
+            Some(n) => format!("  [{n} pod{}]", if n == 1 { "" } else { "s" }),
+            None => String::new(),
+        };
+        pods += result.pods.unwrap_or(0);
+        let _ = writeln!(out, "{status:<6}{} {namespace}{name}  ({}){owned}", result.kind, result.source);
+        if let Some(reason) = &result.exempt {
+            let _ = writeln!(out, "      exempt: {reason}");
+        }
+        let mut seen = [false; CheckId::ALL.len()];
+        for v in &result.violations {
+            let shared = v.pods.map(|n| format!("  [{n} pod{}]", if n == 1 { "" } else { "s" })).unwrap_or_default();
+            let _ = writeln!(out, "      {:<4}  {}: {}{shared}", v.action, v.check, v.message);
+            let _ = writeln!(out, "            field: {}", v.field);
+            let counts = checks.entry(v.check).or_default();
+            if !seen[v.check.index()] {
+                seen[v.check.index()] = true;
+                counts[if v.would_deny() { 0 } else { 1 }] += 1;
+            }
+            counts[2] += v.pods.unwrap_or(0);
+        }
+        for group in &result.differing {
+            let _ = writeln!(
+                out,
+                "      differs: {} {}{} ({}{})",
+                group.count,
+                group.kind,
+                if group.count == 1 { "" } else { "s" },
+                group.examples.join(", "),
+                if group.count > group.examples.len() { ", ..." } else { "" }
+            );
+            for v in &group.added {
+                let _ = writeln!(out, "        + {:<4}  {}: {}", v.action, v.check, v.message);
+                let _ = writeln!(out, "                field: {}", v.field);
+                let counts = checks.entry(v.check).or_default();
+                if group.kind == "Pod" {
+                    counts[2] += group.count;
+                }
+                if !seen[v.check.index()] {
+                    seen[v.check.index()] = true;
+                    counts[if v.would_deny() { 0 } else { 1 }] += 1;
+                }
+            }
+            for v in &group.missing {
+                let _ = writeln!(out, "        - {:<4}  {}: {}", v.action, v.check, v.message);
+            }
+        }
+    }
+
+    let total: [usize; 4] = namespaces.values().fold([0; 4], |mut sum, counts| {
+        sum.iter_mut().zip(counts).for_each(|(s, c)| *s += c);
+        sum
+    });
+    let objects = report.results.len();
+    let _ = writeln!(
+        out,
+        "\n{objects} object{} reported ({pods} pod{} counted under their owners): {} denied, {} allowed with \
+         warnings, {} passed, {} exempt",
+        if objects == 1 { "" } else { "s" },
+        if pods == 1 { "" } else { "s" },
+        total[0],
+        total[1],
+        total[2],
+        total[3]
+    );
+    if !namespaces.is_empty() {
+        let mut rows: Vec<_> = namespaces.into_iter().collect();
+        rows.sort_by(|a, b| (b.1[0], b.1[1]).cmp(&(a.1[0], a.1[1])).then(a.0.cmp(b.0)));
+        let _ = writeln!(out, "\nBy namespace (worst first):  denied  warned  passed  exempt");
+        for (namespace, c) in rows {
+            let namespace = if namespace.is_empty() { "<cluster>" } else { namespace };
+            let _ = writeln!(out, "  {namespace:<26}  {:>6}  {:>6}  {:>6}  {:>6}", c[0], c[1], c[2], c[3]);
+        }
+    }
+    if !checks.is_empty() {
+        let mut rows: Vec<_> = checks.into_iter().collect();
+        rows.sort_by(|a, b| (b.1[0], b.1[1], b.1[2]).cmp(&(a.1[0], a.1[1], a.1[2])).then(a.0.cmp(&b.0)));
+        let _ = writeln!(out, "\nBy check (worst first):  objects that would be denied  warned  pods");
+        for (check, c) in rows {
+            let _ = writeln!(out, "  {:<24}  {:>28}  {:>6}  {:>4}", check.as_str(), c[0], c[1], c[2]);
+        }
+    }
     out
 }

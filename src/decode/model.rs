@@ -43,7 +43,8 @@ where
     Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-/// `metadata`: only what identifies the object in messages and exemptions.
+/// `metadata`: only what identifies the object in messages and exemptions,
+/// and (for `podgate audit`) what links a Pod to the workload that made it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta<'a> {
@@ -53,6 +54,34 @@ pub struct ObjectMeta<'a> {
     pub generate_name: Option<Text<'a>>,
     #[serde(borrow, default)]
     pub namespace: Option<Text<'a>>,
+    /// The object's unique id; owner references point at it.
+    #[serde(borrow, default)]
+    pub uid: Option<Text<'a>>,
+    #[serde(borrow, default, deserialize_with = "nullable_vec")]
+    pub owner_references: Vec<OwnerReference<'a>>,
+}
+
+impl<'a> ObjectMeta<'a> {
+    /// The owner reference marked `controller: true` (at most one per the API).
+    pub fn controller(&self) -> Option<&OwnerReference<'a>> {
+        self.owner_references.iter().find(|owner| owner.controller == Some(true))
+    }
+}
+
+/// One entry of `metadata.ownerReferences`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerReference<'a> {
+    #[serde(borrow, default)]
+    pub api_version: Text<'a>,
+    #[serde(borrow, default)]
+    pub kind: Text<'a>,
+    #[serde(borrow, default)]
+    pub name: Text<'a>,
+    #[serde(borrow, default)]
+    pub uid: Text<'a>,
+    #[serde(default)]
+    pub controller: Option<bool>,
 }
 
 /// A submitted Kubernetes object of any kind.

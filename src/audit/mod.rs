@@ -1,0 +1,217 @@
+//! `podgate audit`: what enforcement would break across a running cluster.
+//!
+//! Another source of objects for the same pipeline as `podgate check` and
+//! the webhook: the apiserver's lists, page by page ([`source`]), decoded
+//! with the lean model, then extract -> checks -> verdict as everywhere,
+//! then folded by owner ([`owners`]) and reported as text or JSON
+//! ([`crate::report`]), and in continuous mode as metrics ([`metrics`]) and
+//! PolicyReports ([`policyreport`]).
+
+pub mod continuous;
+pub mod metrics;
+pub mod owners;
+pub mod policyreport;
+pub mod source;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::check::{Format, ModeArg};
+use crate::config::{Mode, Policy};
+use crate::decode::model::Object;
+use crate::report::{render_audit_text, ObjectResult, Report};
+use crate::verdict::{evaluate_object, Subject};
+use owners::Grouper;
+use source::{for_each_page, Resource, SourceError, RESOURCES};
+
+/// Arguments of `podgate audit`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuditArgs {
+    /// Policy file (YAML), as for `podgate serve`; the built-in default without one.
+    #[arg(long, env = "PODGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override the policy's mode: `--mode enforce` lists what enforcing would deny.
+    #[arg(long, env = "PODGATE_MODE", value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Output format of a one-shot audit.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Audit this namespace only (default: all namespaces).
+    #[arg(long, short = 'n', env = "PODGATE_AUDIT_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Objects per list request (`limit`); memory holds one page at a time.
+    #[arg(long, env = "PODGATE_AUDIT_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page_size: u32,
+    /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the
+    /// in-cluster service account).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context (default: the current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Run continuously: audit every INTERVAL (e.g. `5m`), serving /metrics,
+    /// /healthz and /readyz on --metrics-listen. Without it, audit once and exit.
+    #[arg(long, env = "PODGATE_AUDIT_INTERVAL", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
+    /// Address of /metrics, /healthz and /readyz in continuous mode.
+    #[arg(long, env = "PODGATE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: std::net::SocketAddr,
+    /// Write `wgpolicyk8s.io/v1alpha2` PolicyReports (one or more per
+    /// namespace) when the CRD is installed.
+    #[arg(long, env = "PODGATE_AUDIT_POLICY_REPORTS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub policy_reports: bool,
+    /// Log format in continuous mode.
+    #[arg(long, env = "PODGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::server::LogFormat,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = crate::server::args::parse_duration(text)?;
+    if interval < Duration::from_secs(1) {
+        return Err("must be at least 1s".to_owned());
+    }
+    Ok(interval)
+}
+
+impl AuditArgs {
+    /// The policy file with the `--mode` override applied.
+    pub fn policy(&self) -> Result<Policy, String> {
+        let mut policy = match &self.config {
+            Some(path) => Policy::load(path).map_err(|e| e.to_string())?,
+            None => Policy::default(),
+        };
+        if let Some(mode) = self.mode {
+            policy.mode = match mode {
+                ModeArg::Enforce => Mode::Enforce,
+                ModeArg::Audit => Mode::Audit,
+            };
+        }
+        Ok(policy)
+    }
+
+    /// A client configured like kubectl: `--kubeconfig`, `--context`,
+    /// `$KUBECONFIG`, `~/.kube/config`, else the in-cluster service account.
+    pub async fn client(&self) -> Result<Client, String> {
+        let options = KubeConfigOptions { context: self.context.clone(), ..KubeConfigOptions::default() };
+        let config = match (&self.kubeconfig, &self.context) {
+            (Some(path), _) => {
+                let kubeconfig =
+                    Kubeconfig::read_from(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| e.to_string())?
+            }
+            (None, Some(_)) => Config::from_kubeconfig(&options).await.map_err(|e| e.to_string())?,
+            (None, None) => Config::infer().await.map_err(|e| e.to_string())?,
+        };
+        Client::try_from(config).map_err(|e| e.to_string())
+    }
+}
+
+/// Runs `podgate audit` and returns its exit code: 0 nothing would be
+/// denied, 1 something would, 2 an error.
+pub fn run(args: &AuditArgs) -> ExitCode {
+    let policy = match args.policy() {
+        Ok(policy) => policy,
+        Err(e) => {
+            eprintln!("podgate audit: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // One thread: the audit is a sequence of requests, and a second worker
+    // would only add memory.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("podgate audit: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        let client = match args.client().await {
+            Ok(client) => client,
+            Err(e) => {
+                eprintln!("podgate audit: cannot connect: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let report = match audit(&client, &policy, args.namespace.as_deref(), args.page_size).await {
+            Ok(report) => report,
+            Err(e) => {
+                eprintln!("podgate audit: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let rendered = match args.format {
+            Format::Json => serde_json::to_string_pretty(&report).expect("report serialises") + "\n",
+            Format::Text => render_audit_text(&report),
+        };
+        let _ = std::io::stdout().write_all(rendered.as_bytes());
+        if report.results.iter().any(|r| !r.allowed || r.differing.iter().any(|d| !d.allowed)) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
+/// One audit pass: lists every resource, evaluates every object and folds
+/// them by owner.
+pub async fn audit(
+    client: &Client,
+    policy: &Policy,
+    namespace: Option<&str>,
+    page_size: u32,
+) -> Result<Report, SourceError> {
+    let mut grouper = Grouper::default();
+    for resource in &RESOURCES {
+        for_each_page(client, resource, namespace, page_size, |page| {
+            for object in &page.items {
+                add_object(policy, resource, object, &mut grouper);
+            }
+        })
+        .await?;
+    }
+    Ok(Report { results: grouper.finish(), notes: notes(policy) })
+}
+
+/// Evaluates one listed object and hands its result to the grouper.
+fn add_object(policy: &Policy, resource: &Resource, object: &Object<'_>, grouper: &mut Grouper) {
+    let metadata = object.metadata.as_ref();
+    let namespace = metadata.and_then(|m| m.namespace.as_deref());
+    let name = metadata.and_then(|m| m.name.as_deref()).unwrap_or_default();
+    // No requesting user: only namespace exemptions can apply.
+    let subject = Subject { namespace, username: None, groups: &[] };
+    let verdict = evaluate_object(policy, &subject, resource.kind, object);
+    let result = ObjectResult::new(
+        resource.object_path(namespace.unwrap_or_default(), name),
+        resource.api_version().to_owned(),
+        resource.kind.as_str().to_owned(),
+        namespace.map(str::to_owned),
+        Some(name.to_owned()),
+        &verdict,
+    );
+    let uid = metadata.and_then(|m| m.uid.as_deref());
+    let controller = metadata.and_then(|m| m.controller()).map(|owner| &*owner.uid);
+    grouper.add(resource.kind, uid, controller, result);
+}
+
+/// What the output must say about the policy: exemptions by user, group or
+/// service account cannot apply to objects that are already stored.
+pub fn notes(policy: &Policy) -> Vec<String> {
+    policy
+        .exemptions
+        .iter()
+        .filter(|e| !e.usernames.is_empty() || !e.service_accounts.is_empty() || !e.groups.is_empty())
+        .map(|e| {
+            format!(
+                "exemption {:?} selects by user, group or service account and cannot apply in an audit \
+                 (a stored object has no requesting user): its objects are evaluated",
+                e.reason
+            )
+        })
+        .collect()
+}
