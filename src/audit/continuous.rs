@@ -1,1 +1,205 @@
-//! placeholder
+//! Continuous audit: a pass every `--interval`, with `/metrics`, `/healthz`
+//! and `/readyz` on the ops port, and PolicyReports when asked for.
+//!
+//! Why an interval and not watches: a pass lists page by page and keeps only
+//! per-workload results, so memory stays bounded whatever the cluster holds;
+//! watches would need every object (or its findings) cached to rebuild
+//! owner groups and reports, and relisting on every watch expiry anyway.
+//! The standing view this serves (alerts, PolicyReports) changes with
+//! deployments, not by the second, and each pass rewrites the reports whole,
+//! so deleted and fixed objects drop out without delete-event bookkeeping.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use kube::Client;
+
+use super::metrics::AuditMetrics;
+use super::{audit, policyreport, AuditArgs};
+use crate::config::Policy;
+use crate::server::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
+
+/// What the ops endpoints read.
+#[derive(Debug, Default)]
+pub struct OpsState {
+    pub metrics: AuditMetrics,
+    /// Set after the first successful pass; `/readyz` answers 503 before.
+    pub ready: AtomicBool,
+}
+
+/// `/metrics`, `/healthz`, `/readyz`.
+pub fn ops_router(state: Arc<OpsState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<OpsState>>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .any(|value| value.to_str().is_ok_and(|accept| accept.contains("application/openmetrics-text")));
+    let (content_type, body) = if openmetrics {
+        (OPENMETRICS_CONTENT_TYPE, state.metrics.render())
+    } else {
+        (PROMETHEUS_TEXT_CONTENT_TYPE, state.metrics.render_prometheus_text())
+    };
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+}
+
+async fn readyz(State(state): State<Arc<OpsState>>) -> (StatusCode, &'static str) {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no successful audit pass yet\n")
+    }
+}
+
+/// Runs until SIGTERM or Ctrl-C; exit code 2 only when it cannot start.
+pub async fn run(args: &AuditArgs, policy: Policy) -> ExitCode {
+    crate::server::init_subscriber(args.log_format, std::io::stdout);
+    let client = match args.client().await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!("podgate audit: cannot connect: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(args.metrics_listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("podgate audit: cannot listen on {}: {e}", args.metrics_listen);
+            return ExitCode::from(2);
+        }
+    };
+    let address: SocketAddr = listener.local_addr().unwrap_or(args.metrics_listen);
+    let state = Arc::new(OpsState::default());
+    let router = ops_router(state.clone());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .await;
+    });
+    tracing::info!(metrics = %address, interval = ?args.interval, "podgate audit running");
+
+    let interval = args.interval.unwrap_or(Duration::from_secs(300));
+    let mut auditor = Auditor::new(client, policy, args.clone());
+    tokio::spawn(async move {
+        let _ = shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    loop {
+        auditor.pass(&state).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop_rx.wait_for(|stop| *stop) => break,
+        }
+    }
+    tracing::info!("podgate audit stopping");
+    let _ = server.await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => Ok(()),
+            result = tokio::signal::ctrl_c() => result,
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
+}
+
+/// One auditor: its client, policy and what it logged already.
+pub struct Auditor {
+    pub client: Client,
+    pub policy: Policy,
+    pub args: AuditArgs,
+    reports_missing_logged: bool,
+}
+
+impl Auditor {
+    pub fn new(client: Client, policy: Policy, args: AuditArgs) -> Self {
+        Auditor { client, policy, args, reports_missing_logged: false }
+    }
+
+    /// One pass: audit, metrics, PolicyReports. Failures are logged and
+    /// counted; the next pass tries again.
+    pub async fn pass(&mut self, state: &OpsState) -> bool {
+        let started = Instant::now();
+        let namespace = self.args.namespace.as_deref();
+        let report = match audit(&self.client, &self.policy, namespace, self.args.page_size).await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::error!(reason = e.metric_reason(), "audit pass failed: {e}");
+                state.metrics.error(e.metric_reason());
+                return false;
+            }
+        };
+        for note in &report.notes {
+            tracing::warn!("{note}");
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        if self.args.policy_reports {
+            match policyreport::installed(&self.client).await {
+                Ok(true) => {
+                    let reports = policyreport::build(&self.policy, &report, now.as_secs() as i64);
+                    match policyreport::write(&self.client, namespace, &reports).await {
+                        Ok(written) => tracing::info!(
+                            created = written.created,
+                            updated = written.updated,
+                            deleted = written.deleted,
+                            bytes = written.bytes,
+                            "PolicyReports written"
+                        ),
+                        Err(e @ policyreport::ReportError::Conflict(_)) => {
+                            tracing::error!("{e}");
+                            state.metrics.error("policy_report_conflict");
+                        }
+                        Err(e) => {
+                            tracing::error!("{e}");
+                            state.metrics.error("policy_report");
+                            return false;
+                        }
+                    }
+                }
+                Ok(false) => {
+                    if !self.reports_missing_logged {
+                        self.reports_missing_logged = true;
+                        tracing::warn!(
+                            "the PolicyReport CRD ({}) is not installed: no reports written (metrics only)",
+                            policyreport::API
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    state.metrics.error("policy_report");
+                }
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        state.metrics.record_pass(&report, seconds, now.as_secs_f64());
+        state.ready.store(true, Ordering::Release);
+        let would_deny = report.results.iter().filter(|r| super::owners::would_deny(r)).count();
+        tracing::info!(objects = report.results.len(), would_deny, seconds, "audit pass done");
+        true
+    }
+}

@@ -130,6 +130,9 @@ pub fn run(args: &AuditArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.interval.is_some() {
+        return runtime.block_on(continuous::run(args, policy));
+    }
     runtime.block_on(async {
         let client = match args.client().await {
             Ok(client) => client,

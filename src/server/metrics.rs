@@ -400,35 +400,41 @@ impl Metrics {
     /// samples, with counter families named after their `_total` samples and
     /// without the `# EOF` marker.
     pub fn render_prometheus_text(&self) -> String {
-        let openmetrics = self.render();
-        let mut out = String::with_capacity(openmetrics.len() + 256);
-        let mut pending_help: Option<(&str, &str)> = None;
-        for line in openmetrics.lines() {
-            if line == "# EOF" || line.starts_with("# UNIT ") {
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("# HELP ") {
-                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-                pending_help = Some((name, help));
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
-                let suffix = if kind == "counter" { "_total" } else { "" };
-                if let Some((help_name, help)) = pending_help.take() {
-                    let _ = writeln!(out, "# HELP {help_name}{suffix} {help}");
-                }
-                let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
-                continue;
-            }
-            if let Some((name, help)) = pending_help.take() {
-                let _ = writeln!(out, "# HELP {name} {help}");
-            }
-            out.push_str(line);
-            out.push('\n');
-        }
-        out
+        prometheus_text(&self.render())
     }
+}
+
+/// OpenMetrics text as the Prometheus text format 0.0.4: counter families
+/// named after their `_total` samples, no `# UNIT` lines, no `# EOF`.
+/// Shared with `podgate audit`'s metrics.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len() + 256);
+    let mut pending_help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            pending_help = Some((name, help));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            if let Some((help_name, help)) = pending_help.take() {
+                let _ = writeln!(out, "# HELP {help_name}{suffix} {help}");
+            }
+            let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
+            continue;
+        }
+        if let Some((name, help)) = pending_help.take() {
+            let _ = writeln!(out, "# HELP {name} {help}");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]

@@ -453,7 +453,7 @@ fn init_logging(format: LogFormat) -> Option<logwriter::FlushGuard> {
     }
 }
 
-fn init_subscriber<W>(format: LogFormat, writer: W)
+pub(crate) fn init_subscriber<W>(format: LogFormat, writer: W)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
