@@ -41,7 +41,7 @@ const SERVE_ARGS: [&str; 9] = [
     "--shutdown-grace=10s",
 ];
 /// The metrics `podgate serve` exports; alerts may use nothing else.
-const METRICS: [&str; 10] = [
+const METRICS: [&str; 15] = [
     "podgate_admission_requests_total",
     "podgate_admission_request_duration_seconds",
     "podgate_policy_violations_total",
@@ -52,6 +52,11 @@ const METRICS: [&str; 10] = [
     "podgate_config_reloads_total",
     "podgate_overload_rejections_total",
     "podgate_build_info",
+    "podgate_audit_objects",
+    "podgate_audit_findings",
+    "podgate_audit_last_success_timestamp_seconds",
+    "podgate_audit_duration_seconds",
+    "podgate_audit_errors_total",
 ];
 const CHECK_IDS: [&str; 6] =
     ["runAsNonRoot", "runAsUser", "allowPrivilegeEscalation", "livenessProbe", "readinessProbe", "probeSettings"];
@@ -255,8 +260,15 @@ impl Rendering {
         self.docs.iter().map(|d| d.kind().to_owned()).collect()
     }
 
+    /// The webhook's Deployment (not the auditor's).
     fn deployment(&self) -> &Value {
-        self.one("Deployment")
+        let all: Vec<&Value> = self
+            .all("Deployment")
+            .into_iter()
+            .filter(|d| !d["metadata"]["name"].as_str().unwrap_or("").ends_with("-audit"))
+            .collect();
+        assert_eq!(all.len(), 1, "{}: one webhook Deployment", self.label);
+        all[0]
     }
 
     fn container(&self) -> &Value {
@@ -1343,6 +1355,21 @@ fn plain_manifests_are_in_sync_and_valid() {
             line.map_or("end".to_owned(), |l| (l + 1).to_string())
         );
     }
+    // The auditor's file too.
+    let output = run(Command::new("bash").arg(&script).args(["--audit", "-"]).env("HELM", &tools.helm).envs([
+        ("HELM_CACHE_HOME", scratch().join("helm-home/cache")),
+        ("HELM_CONFIG_HOME", scratch().join("helm-home/config")),
+        ("HELM_DATA_HOME", scratch().join("helm-home/data")),
+    ]));
+    assert!(output.status.success(), "deploy/generate.sh --audit failed: {}", stderr(&output));
+    let audit = std::fs::read_to_string(root().join("deploy/podgate-audit.yaml")).unwrap();
+    assert!(stdout(&output) == audit, "deploy/podgate-audit.yaml is out of sync: run deploy/generate.sh");
+    let audit = Rendering::parse("deploy/podgate-audit.yaml", audit);
+    validate_builtin_kinds(&tools.kubernetes_validate, &audit);
+    assert_eq!(
+        audit.kinds(),
+        ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"].map(String::from).into()
+    );
     let r = Rendering::parse("deploy/podgate.yaml", checked_in);
     // No private key is ever checked in: cert-manager issues the certificate.
     assert!(!r.text.contains("PRIVATE KEY") && r.maybe("Secret").is_none());
@@ -1362,6 +1389,101 @@ fn plain_manifests_are_in_sync_and_valid() {
     rendered_policy_is_valid(&chart_part);
     common_invariants(&chart_part);
     assert_eq!(chart_part.webhook()["failurePolicy"], "Fail");
+}
+
+/// `audit.enabled`: the auditor's own Deployment, ServiceAccount, read-only
+/// ClusterRole (plus PolicyReports), metrics Service scraped by the
+/// ServiceMonitor, and its alerts; hardened like the webhook and passing
+/// podgate's own checks. (tests/audit_cluster.rs runs the auditor as this
+/// ServiceAccount against a real apiserver.)
+#[test]
+fn audit_deployment() {
+    let Some(tools) = scenario_tools("audit_deployment") else { return };
+    let r =
+        render(&tools.helm, &[], &["audit.enabled=true", "serviceMonitor.enabled=true", "prometheusRule.enabled=true"]);
+    let label = &r.label;
+    validate_builtin_kinds(&tools.kubernetes_validate, &r);
+    let name = format!("{RELEASE}-audit");
+    let deployment = r.named("Deployment", &name);
+    assert_eq!(deployment["spec"]["replicas"], 1, "{label}");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], name.as_str(), "{label}");
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["securityContext"],
+        r.deployment()["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    );
+    let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(args[0], "audit", "{label}");
+    use clap::Parser as _;
+    let cli = podgate::cli::Cli::try_parse_from(std::iter::once("podgate").chain(args.iter().copied()))
+        .unwrap_or_else(|e| panic!("{label}: podgate rejects the auditor's arguments {args:?}: {e}"));
+    let podgate::cli::Command::Audit(audit) = cli.command else { panic!("{label}: not an audit") };
+    assert_eq!(audit.interval, Some(std::time::Duration::from_secs(300)));
+    assert!(audit.policy_reports);
+    // Its pod selector is not the webhook Service's: no webhook traffic reaches it.
+    let webhook_service = r.named("Service", RELEASE);
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert!(webhook_service["spec"]["selector"].as_object().unwrap().iter().any(|(k, v)| &pod_labels[k] != v));
+    // The ServiceMonitor scrapes its Service.
+    let service = r.named("Service", &name);
+    let monitor = r.one("ServiceMonitor");
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&service["metadata"]["labels"][k], v, "{label}: ServiceMonitor selector {k}");
+    }
+    assert_eq!(service["spec"]["ports"][0]["name"], "metrics");
+    // RBAC: read Pods and workloads, write PolicyReports; nothing else.
+    let role = r.named("ClusterRole", &name);
+    let mut grants = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for group in rule["apiGroups"].as_array().unwrap() {
+            for resource in rule["resources"].as_array().unwrap() {
+                let verbs: Vec<&str> = rule["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+                grants.insert(format!(
+                    "{}/{}: {}",
+                    group.as_str().unwrap(),
+                    resource.as_str().unwrap(),
+                    verbs.join(",")
+                ));
+            }
+        }
+    }
+    let read = "get,list,watch";
+    let expected: BTreeSet<String> = [
+        format!("/pods: {read}"),
+        format!("/replicationcontrollers: {read}"),
+        format!("apps/deployments: {read}"),
+        format!("apps/replicasets: {read}"),
+        format!("apps/statefulsets: {read}"),
+        format!("apps/daemonsets: {read}"),
+        format!("batch/jobs: {read}"),
+        format!("batch/cronjobs: {read}"),
+        "wgpolicyk8s.io/policyreports: get,list,create,update,delete".to_owned(),
+    ]
+    .into();
+    assert_eq!(grants, expected, "{label}");
+    let binding = r.named("ClusterRoleBinding", &name);
+    assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}]));
+    // The alerts, through promtool.
+    let rule = r.one("PrometheusRule");
+    check_prometheus_rule(label, &rule["spec"]);
+    let alerts: Vec<&str> =
+        rule["spec"]["groups"][0]["rules"].as_array().unwrap().iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    assert!(alerts.contains(&"PodgateAuditWouldDeny") && alerts.contains(&"PodgateAuditStale"), "{alerts:?}");
+    // podgate passes its own checks, the auditor too.
+    let manifests = r.write("render-audit.yaml");
+    let output = run(Command::new(env!("CARGO_BIN_EXE_podgate"))
+        .args(["check", "--format", "json", "--mode", "enforce"])
+        .arg(&manifests));
+    assert_eq!(output.status.code(), Some(0), "{label}: {}", stdout(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let deployments: Vec<&Value> =
+        report["results"].as_array().unwrap().iter().filter(|o| o["kind"] == "Deployment").collect();
+    assert_eq!(deployments.len(), 2, "{report}");
+    for d in deployments {
+        assert_eq!(d["violations"], json!([]), "{label}: {d}");
+        assert_eq!(d["exempt"], Value::Null, "{label}: {d}");
+    }
 }
 
 #[test]

@@ -102,3 +102,9 @@ Fail
 # (mode, checks, exemptions). Lint it with: podgate check --config FILE
 {{ dict "mode" .Values.mode "checks" .Values.checks "exemptions" .Values.exemptions | toYaml }}
 {{- end -}}
+
+{{/* Labels that select the auditor's Pod: not the webhook's selector labels. */}}
+{{- define "podgate.auditSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-audit" (include "podgate.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
