@@ -1505,8 +1505,9 @@ fn readme_documents_every_value() {
 /// Leaf keys of the values: maps are walked, except empty ones and the
 /// free-form Kubernetes structures, which are documented as a whole.
 fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
-    const WHOLE: [&str; 8] = [
+    const WHOLE: [&str; 9] = [
         "resources",
+        "audit.resources",
         "livenessProbe",
         "readinessProbe",
         "podSecurityContext",

@@ -148,6 +148,12 @@ pub fn run(args: &AuditArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        if args.policy_reports {
+            if let Err(e) = write_policy_reports(&client, &policy, args.namespace.as_deref(), &report).await {
+                eprintln!("podgate audit: {e}");
+                return ExitCode::from(2);
+            }
+        }
         let rendered = match args.format {
             Format::Json => serde_json::to_string_pretty(&report).expect("report serialises") + "\n",
             Format::Text => render_audit_text(&report),
@@ -159,6 +165,28 @@ pub fn run(args: &AuditArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
     })
+}
+
+/// One-shot `--policy-reports`: writes the reports when the CRD is
+/// installed, says so on stderr when it is not.
+async fn write_policy_reports(
+    client: &Client,
+    policy: &Policy,
+    namespace: Option<&str>,
+    report: &Report,
+) -> Result<(), policyreport::ReportError> {
+    if !policyreport::installed(client).await? {
+        eprintln!("podgate audit: the PolicyReport CRD ({}) is not installed: no reports written", policyreport::API);
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let reports = policyreport::build(policy, report, now as i64);
+    let written = policyreport::write(client, namespace, &reports).await?;
+    eprintln!(
+        "podgate audit: PolicyReports: {} created, {} updated, {} deleted, {} bytes",
+        written.created, written.updated, written.deleted, written.bytes
+    );
+    Ok(())
 }
 
 /// One audit pass: lists every resource, evaluates every object and folds
