@@ -315,3 +315,57 @@ pub async fn write(client: &Client, namespace: Option<&str>, reports: &[PolicyRe
         None => Ok(written),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ObjectResult;
+
+    fn result(namespace: &str, name: &str, exempt: Option<&str>) -> ObjectResult {
+        ObjectResult {
+            source: format!("api/v1/namespaces/{namespace}/pods/{name}"),
+            api_version: "v1".to_owned(),
+            kind: "Pod".to_owned(),
+            namespace: Some(namespace.to_owned()),
+            name: Some(name.to_owned()),
+            allowed: true,
+            exempt: exempt.map(str::to_owned),
+            violations: Vec::new(),
+            pods: None,
+            differing: Vec::new(),
+            fully_exempt: exempt.is_some(),
+        }
+    }
+
+    #[test]
+    fn one_report_per_namespace_with_summary_and_skips_for_exempt_objects() {
+        let policy = Policy::default();
+        let report = Report {
+            results: vec![result("a", "p", None), result("kube-system", "q", Some("system"))],
+            notes: Vec::new(),
+        };
+        let reports = build(&policy, &report, 7);
+        assert_eq!(reports.len(), 2);
+        assert_eq!((reports[0].namespace.as_str(), reports[0].name.as_str()), ("a", "podgate"));
+        assert_eq!(reports[0].body["summary"], json!({"pass": 6, "fail": 0, "warn": 0, "error": 0, "skip": 0}));
+        assert_eq!(reports[1].body["summary"], json!({"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 6}));
+        assert_eq!(reports[1].body["results"][0]["message"], "exempt: system");
+        assert_eq!(reports[0].body["metadata"]["labels"]["app.kubernetes.io/managed-by"], "podgate");
+    }
+
+    #[test]
+    fn a_large_namespace_is_split_under_the_limit() {
+        let policy = Policy::default();
+        let results = (0..3000).map(|i| result("big", &format!("pod-{i:05}-{}", "x".repeat(60)), None)).collect();
+        let reports = build(&policy, &Report { results, notes: Vec::new() }, 7);
+        assert!(reports.len() >= 2, "{} reports", reports.len());
+        let names: Vec<&str> = reports.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names[..2], ["podgate", "podgate-2"]);
+        let mut total = 0;
+        for report in &reports {
+            assert!(serde_json::to_vec(&report.body).unwrap().len() < MAX_REPORT_BYTES);
+            total += report.body["results"].as_array().unwrap().len();
+        }
+        assert_eq!(total, 3000 * 6);
+    }
+}
