@@ -214,7 +214,7 @@ async fn the_charts_service_account_is_enough_and_a_missing_permission_is_named(
     let Some(cluster) = cluster().await else { return };
     let ns = cluster.namespace("audit-rbac").await;
     populate(cluster, &ns).await;
-    let objects = render_chart(cluster, "audit-rbac", &["audit.enabled=true"]);
+    let objects = render_chart(cluster, "audit-rbac", &["audit.enabled=true"], &[]);
     let role = objects
         .iter()
         .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"].as_str().unwrap().ends_with("-audit"))
