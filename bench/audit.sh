@@ -18,8 +18,11 @@ NAMESPACES="${NAMESPACES:-20}"; DEPLOYMENTS="${DEPLOYMENTS:-50}"; REPLICAS="${RE
 PAGE="${PAGE:-500}"
 [ -x /usr/bin/time ] || { echo "needs GNU time: apt-get install time" >&2; exit 1; }
 
-(cd "$root" && cargo build --release --locked --quiet)
-podgate="$root/target/release/podgate"
+# PODGATE_BIN: a podgate binary already built (skips the release build).
+if [ -z "${PODGATE_BIN:-}" ]; then
+  (cd "$root" && cargo build --release --locked --quiet)
+fi
+podgate="${PODGATE_BIN:-$root/target/release/podgate}"
 
 work="$(mktemp -d /tmp/podgate-audit-bench.XXXXXX)"
 # shellcheck source=bench/cluster.sh
@@ -55,9 +58,9 @@ echo "round  raw_s  audit_s  ratio  audit_peak_rss_kib"
 raw_total=0; audit_total=0; ratios=()
 for round in $(seq 1 "$ROUNDS"); do
   t0="$(now)"; bytes="$(raw_fetch)"; t1="$(now)"
-  /usr/bin/time -f '%e %M' -o "$work/time" "$podgate" audit --format json --page-size "$PAGE" > "$work/audit.json" || [ $? -eq 1 ]
-  read -r audit_s rss < "$work/time"
+  /usr/bin/time -f '%M' -o "$work/time" "$podgate" audit --format json --page-size "$PAGE" > "$work/audit.json" || [ $? -eq 1 ]
   t2="$(now)"
+  rss="$(tail -1 "$work/time")"
   audit_s="$(python3 -c "print(f'{$t2 - $t1:.3f}')")"
   raw_s="$(python3 -c "print(f'{$t1 - $t0:.3f}')")"
   ratio="$(python3 -c "print(f'{$audit_s / $raw_s:.2f}')")"

@@ -225,6 +225,9 @@ pub fn render_audit_text(report: &Report) -> String {
             let _ = writeln!(out, "      exempt: {reason}");
         }
         let mut seen = [false; CheckId::ALL.len()];
+        // Pods with a finding of each check: a check firing on two
+        // containers of the same Pods counts those Pods once.
+        let mut check_pods = [0usize; CheckId::ALL.len()];
         for v in &result.violations {
             let shared = v.pods.map(|n| format!("  [{n} pod{}]", if n == 1 { "" } else { "s" })).unwrap_or_default();
             let _ = writeln!(out, "      {:<4}  {}: {}{shared}", v.action, v.check, v.message);
@@ -234,7 +237,7 @@ pub fn render_audit_text(report: &Report) -> String {
                 seen[v.check.index()] = true;
                 counts[if v.would_deny() { 0 } else { 1 }] += 1;
             }
-            counts[2] += v.pods.unwrap_or(0);
+            check_pods[v.check.index()] = check_pods[v.check.index()].max(v.pods.unwrap_or(0));
         }
         for group in &result.differing {
             let _ = writeln!(
@@ -250,16 +253,32 @@ pub fn render_audit_text(report: &Report) -> String {
                 let _ = writeln!(out, "        + {:<4}  {}: {}", v.action, v.check, v.message);
                 let _ = writeln!(out, "                field: {}", v.field);
                 let counts = checks.entry(v.check).or_default();
-                if group.kind == "Pod" {
-                    counts[2] += group.count;
-                }
                 if !seen[v.check.index()] {
                     seen[v.check.index()] = true;
                     counts[if v.would_deny() { 0 } else { 1 }] += 1;
                 }
             }
+            if group.kind == "Pod" {
+                // These Pods are already counted for a check when they keep
+                // one of the owner's findings of it.
+                let mut added = [false; CheckId::ALL.len()];
+                for v in &group.added {
+                    let kept = result.violations.iter().any(|o| {
+                        o.check == v.check
+                            && !group.missing.iter().any(|m| m.check == o.check && m.message == o.message)
+                    });
+                    if !kept && !std::mem::replace(&mut added[v.check.index()], true) {
+                        check_pods[v.check.index()] += group.count;
+                    }
+                }
+            }
             for v in &group.missing {
                 let _ = writeln!(out, "        - {:<4}  {}: {}", v.action, v.check, v.message);
+            }
+        }
+        for check in CheckId::ALL {
+            if check_pods[check.index()] > 0 {
+                checks.entry(check).or_default()[2] += check_pods[check.index()];
             }
         }
     }
