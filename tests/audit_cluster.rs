@@ -264,6 +264,14 @@ async fn the_charts_service_account_is_enough_and_a_missing_permission_is_named(
         report["results"].as_array().unwrap().iter().filter(|r| r["namespace"] == ns.as_str()).collect();
     assert_eq!(Value::from(ours.into_iter().cloned().collect::<Vec<_>>()), expected(&ns)["results"]);
 
+    // The role is enough to write PolicyReports too.
+    install_policy_report_crd(cluster).await;
+    let run = audit(&config, &["-n", &ns, "--policy-reports"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("PolicyReports: 1 created, 0 updated, 0 deleted"), "{stderr}");
+    assert_eq!(policy_report(cluster, &ns, "podgate").await.status, 200);
+
     // The same user without cronjobs in its role.
     let mut narrow = role.clone();
     narrow["metadata"]["name"] = json!(format!("{role_name}-narrow"));
@@ -330,7 +338,7 @@ async fn install_policy_report_crd(cluster: &Cluster) {
     .await;
 }
 
-async fn report(cluster: &Cluster, ns: &str, name: &str) -> Answer {
+async fn policy_report(cluster: &Cluster, ns: &str, name: &str) -> Answer {
     let path = format!("/apis/wgpolicyk8s.io/v1alpha2/namespaces/{ns}/policyreports/{name}");
     send(&cluster.admin(), "GET", &path, "application/json", None).await
 }
@@ -382,7 +390,7 @@ async fn policy_reports_follow_the_cluster_and_stay_under_the_size_limit() {
         "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": root_spec(&["app"])}}});
     created(&admin, &ns, deployment.clone()).await;
     assert!(auditor.pass(&state).await);
-    let written = report(cluster, &ns, "podgate").await;
+    let written = policy_report(cluster, &ns, "podgate").await;
     assert_eq!(written.status, 200, "{written:?}");
     let body = &written.body;
     assert_eq!(body["metadata"]["labels"]["app.kubernetes.io/managed-by"], "podgate");
@@ -406,15 +414,15 @@ async fn policy_reports_follow_the_cluster_and_stay_under_the_size_limit() {
     let answer = send(&admin, "PUT", &path, "application/json", Some(&fixed)).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert!(auditor.pass(&state).await);
-    let body = report(cluster, &ns, "podgate").await.body;
+    let body = policy_report(cluster, &ns, "podgate").await.body;
     assert_eq!(body["summary"], json!({"pass": 6, "fail": 0, "warn": 0, "error": 0, "skip": 0}));
 
     // Deleted: nothing left to report, the report goes; the foreign one stays.
     let answer = send(&admin, "DELETE", &path, "application/json", None).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert!(auditor.pass(&state).await);
-    assert_eq!(report(cluster, &ns, "podgate").await.status, 404);
-    assert_eq!(report(cluster, &ns, "kyverno-pol").await.status, 200);
+    assert_eq!(policy_report(cluster, &ns, "podgate").await.status, 404);
+    assert_eq!(policy_report(cluster, &ns, "kyverno-pol").await.status, 200);
 
     // A name taken by a report that is not podgate's: left alone, counted.
     let squatter = json!({"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
@@ -429,7 +437,7 @@ async fn policy_reports_follow_the_cluster_and_stay_under_the_size_limit() {
     .await;
     created(&admin, &ns, deployment.clone()).await;
     auditor.pass(&state).await;
-    let body = report(cluster, &ns, "podgate").await.body;
+    let body = policy_report(cluster, &ns, "podgate").await.body;
     assert_eq!(body["results"], json!([]), "the squatter's report was changed: {body}");
     assert!(state
         .metrics
@@ -461,7 +469,7 @@ async fn policy_reports_follow_the_cluster_and_stay_under_the_size_limit() {
     let mut pods = std::collections::BTreeSet::new();
     let mut parts = 0;
     for name in ["podgate", "podgate-2", "podgate-3"] {
-        let answer = report(cluster, &big, name).await;
+        let answer = policy_report(cluster, &big, name).await;
         if answer.status == 404 {
             continue;
         }
