@@ -210,28 +210,36 @@ async fn updates_relabel_and_scale_freely_but_a_changed_template_is_checked() {
 async fn ephemeral_debug_containers_are_checked() {
     let Some(cluster) = cluster().await else { return };
     let ns = cluster.namespace("ephemeral").await;
-    let _podgate = Podgate::register(cluster, "ephemeral", &[]).await;
     let admin = cluster.admin();
     assert_created(&create(&admin, &ns, &manifest("pod-compliant.yaml")).await);
-
-    // What `kubectl debug -it web --image=busybox --target=app` sends.
+    // A strategic merge patch of the subresource, as `kubectl debug -it web
+    // --image=busybox --target=app` sends, but without kubectl's
+    // `$setElementOrder`: the apiserver then puts the added container first.
     let path = format!("/api/v1/namespaces/{ns}/pods/web/ephemeralcontainers");
     let debugger = |name: &str| {
         json!({"name": name, "image": "busybox:1.36", "targetContainerName": "app", "stdin": true, "tty": true,
                "terminationMessagePolicy": "File", "imagePullPolicy": "IfNotPresent"})
     };
-    let patch = json!({"spec": {"ephemeralContainers": [debugger("debugger")]}});
-    let refused = send(&admin, "PATCH", &path, "application/strategic-merge-patch+json", Some(&patch)).await;
+    let add = |container: Value| {
+        let (admin, path) = (admin.clone(), path.clone());
+        async move {
+            let patch = json!({"spec": {"ephemeralContainers": [container]}});
+            send(&admin, "PATCH", &path, "application/strategic-merge-patch+json", Some(&patch)).await
+        }
+    };
+    // A debug session from before podgate was installed: already in the
+    // Pod, so not judged again in later sessions.
+    assert_eq!(add(debugger("earlier")).await.status, 200);
+    let _podgate = Podgate::register(cluster, "ephemeral", &[]).await;
+
     assert_denied(
-        &refused,
+        &add(debugger("debugger")).await,
         &["allowPrivilegeEscalation != false (ephemeral container \"debugger\" must set \
            securityContext.allowPrivilegeEscalation=false)"],
     );
-
     let mut compliant = debugger("debugger-2");
     compliant["securityContext"] = json!({"allowPrivilegeEscalation": false});
-    let patch = json!({"spec": {"ephemeralContainers": [compliant]}});
-    let answer = send(&admin, "PATCH", &path, "application/strategic-merge-patch+json", Some(&patch)).await;
+    let answer = add(compliant).await;
     assert_eq!(answer.status, 200, "{answer:#?}");
     let names: Vec<&str> = answer.body["spec"]["ephemeralContainers"]
         .as_array()
@@ -239,7 +247,7 @@ async fn ephemeral_debug_containers_are_checked() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["debugger-2"]);
+    assert_eq!(names, ["debugger-2", "earlier"], "the apiserver reorders; podgate matches old ones by name");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
