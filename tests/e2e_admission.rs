@@ -340,6 +340,7 @@ async fn with_podgate_down_enforce_fails_closed_and_audit_fails_open() {
         "{message}"
     );
     assert!(message.contains("connection refused"), "{message}");
+    assert!(message.contains("/validate?timeout=5s"), "the chart's timeoutSeconds: {message}");
     assert_created(&create(&admin, &audit_ns, &good).await);
 }
 
