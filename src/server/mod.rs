@@ -183,7 +183,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
         Some((cert, key)) => {
             let files = CertFiles { cert: cert.clone(), key };
             let pair = files.load().context("TLS certificate")?;
-            tracing::info!(cert = %cert.display(), not_after = pair.not_after, "loaded the TLS certificate");
+            tracing::info!(
+                cert = %cert.display(),
+                not_after = %crate::time::format_unix_seconds(pair.not_after),
+                "loaded the TLS certificate"
+            );
+            pair.warn_if_not_yet_valid(tls::unix_now(), &cert);
             (pair, Some(files), None)
         }
         None => {
