@@ -126,6 +126,19 @@ impl Visit for JsonFields<'_> {
     }
 }
 
+/// The timer of `--log-format text`: the same RFC 3339 timestamp as the
+/// JSON lines, so every time podgate prints comes from jiff.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rfc3339Time;
+
+impl FormatTime for Rfc3339Time {
+    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+        let mut text = String::with_capacity(32);
+        write_timestamp(&mut text, std::time::SystemTime::now())?;
+        w.write_str(&text)
+    }
+}
+
 /// `now` as `tracing_subscriber`'s `SystemTime` timer writes it,
 /// `2026-11-28T11:43:33.911320Z` (RFC 3339, UTC, microseconds): the calendar
 /// from jiff (as every date podgate prints, see [`crate::time`]), the digits
@@ -314,6 +327,29 @@ mod tests {
             days -= length;
             year += 1;
         }
+    }
+
+    #[test]
+    fn text_lines_carry_the_same_timestamp_as_the_stock_timer() {
+        let line = |ours: bool| {
+            let buffer = Buffer::default();
+            let builder = tracing_subscriber::fmt().with_writer(buffer.clone()).with_ansi(false);
+            let dispatch = if ours {
+                tracing::Dispatch::new(builder.with_timer(Rfc3339Time).finish())
+            } else {
+                tracing::Dispatch::new(builder.finish())
+            };
+            tracing::dispatcher::with_default(&dispatch, || tracing::info!(answer = 42, "hello"));
+            let bytes = buffer.0.lock().unwrap().clone();
+            String::from_utf8(bytes).unwrap()
+        };
+        let (ours, stock) = (line(true), line(false));
+        let (time, rest) = ours.split_once(' ').unwrap();
+        let (_, stock_rest) = stock.split_once(' ').unwrap();
+        assert_eq!(rest, stock_rest);
+        assert_eq!(time.len(), "2026-11-28T11:43:33.911320Z".len(), "{ours}");
+        let parsed: jiff::Timestamp = time.parse().unwrap();
+        assert!(jiff::Timestamp::now().duration_since(parsed).as_secs() < 60, "{ours}");
     }
 
     #[test]

@@ -467,7 +467,7 @@ where
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = match format {
-        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).with_timer(logformat::Rfc3339Time).try_init(),
         LogFormat::Json => builder.event_format(logformat::JsonLines).try_init(),
     };
     if let Err(error) = result {
