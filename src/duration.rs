@@ -335,4 +335,69 @@ mod tests {
         assert_eq!(parse_non_negative("9223372036854775807ns"), Ok(std::time::Duration::from_nanos(i64::MAX as u64)));
         assert_eq!(parse_non_negative("1m30s"), Ok(std::time::Duration::from_secs(90)));
     }
+
+    /// Any duration written the way Go's `Duration.String` writes it
+    /// (`72h3m0.5s`, `-1m30s`, `1.5µs`) parses back to itself, and
+    /// arbitrary text never panics.
+    #[test]
+    fn go_formatted_durations_round_trip_and_nothing_panics() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        fn go_string(nanos: i64) -> String {
+            let sign = if nanos < 0 { "-" } else { "" };
+            let n = nanos.unsigned_abs();
+            if n == 0 {
+                return "0s".to_owned();
+            }
+            let fraction = |value: u64, digits: u32| {
+                let text = format!("{value:0width$}", width = digits as usize);
+                let text = text.trim_end_matches('0');
+                if text.is_empty() {
+                    String::new()
+                } else {
+                    format!(".{text}")
+                }
+            };
+            if n < 1_000 {
+                return format!("{sign}{n}ns");
+            }
+            if n < 1_000_000 {
+                return format!("{sign}{}{}µs", n / 1_000, fraction(n % 1_000, 3));
+            }
+            if n < 1_000_000_000 {
+                return format!("{sign}{}{}ms", n / 1_000_000, fraction(n % 1_000_000, 6));
+            }
+            let (seconds, sub) = (n / 1_000_000_000, n % 1_000_000_000);
+            let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+            let tail = format!("{s}{}s", fraction(sub, 9));
+            match (h, m) {
+                (0, 0) => format!("{sign}{tail}"),
+                (0, m) => format!("{sign}{m}m{tail}"),
+                (h, m) => format!("{sign}{h}h{m}m{tail}"),
+            }
+        }
+        assert_eq!(go_string(-(2 * M + 3 * S + 400 * MS)), "-2m3.4s");
+        assert_eq!(go_string(i64::MIN), "-2562047h47m16.854775808s");
+
+        let mut runner = TestRunner::new(Config { cases: 2_000, ..Config::default() });
+        runner
+            .run(&any::<i64>(), |nanos| {
+                prop_assert_eq!(parse_go(&go_string(nanos)), Ok(GoDuration(nanos)));
+                Ok(())
+            })
+            .unwrap();
+        runner
+            .run(&"[-+.0-9nuµμmsh d]{0,24}", |text| {
+                let _ = parse_go(&text);
+                Ok(())
+            })
+            .unwrap();
+        runner
+            .run(&any::<String>(), |text| {
+                let _ = parse_go(&text);
+                Ok(())
+            })
+            .unwrap();
+    }
 }

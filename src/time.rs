@@ -238,4 +238,30 @@ mod tests {
             assert_eq!(parse_instant(&text).unwrap().as_second(), seconds, "{text}");
         }
     }
+
+    #[test]
+    fn every_second_round_trips_and_nothing_panics() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        let mut runner = TestRunner::new(Config { cases: 2_000, ..Config::default() });
+        // Years 0001 to 9999, the range of RFC 3339's four-digit year.
+        runner
+            .run(&(-62_135_596_800i64..=253_402_300_799, 0u32..1_000_000_000), |(seconds, nanos)| {
+                let text = format_unix_seconds(seconds);
+                prop_assert!(text.len() == 20 && text.ends_with('Z'), "{}", text);
+                if let Ok(instant) = Timestamp::new(seconds, i32::try_from(nanos).unwrap()) {
+                    prop_assert_eq!(parse_instant(&format_rfc3339(instant)), Ok(instant));
+                    prop_assert_eq!(parse_instant(&text).map(|t| t.as_second()), Ok(seconds));
+                }
+                Ok(())
+            })
+            .unwrap();
+        runner
+            .run(&"[-+:.0-9TtZz ]{0,32}", |text| {
+                let _ = parse_date_or_time(&text);
+                Ok(())
+            })
+            .unwrap();
+    }
 }
