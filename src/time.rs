@@ -44,10 +44,14 @@ pub enum DateOrTime {
 
 impl DateOrTime {
     /// The instant it stands for: a date is the start of that day in UTC.
+    /// 9999-12-31 starts after [`Timestamp::MAX`] and is clamped to it.
     pub fn start(self) -> Timestamp {
         match self {
-            // Dates of years -9999..=9999 start within Timestamp's range.
-            DateOrTime::Date(date) => date.to_zoned(jiff::tz::TimeZone::UTC).map_or(Timestamp::MIN, |z| z.timestamp()),
+            DateOrTime::Date(date) => match date.to_zoned(jiff::tz::TimeZone::UTC) {
+                Ok(zoned) => zoned.timestamp(),
+                Err(_) if date.year() > 0 => Timestamp::MAX,
+                Err(_) => Timestamp::MIN,
+            },
             DateOrTime::Time(time) => time,
         }
     }
@@ -161,6 +165,10 @@ mod tests {
         assert_eq!(instant("2024-02-29"), "2024-02-29T00:00:00Z");
         assert_eq!(parse_date_or_time("2026-12-31"), Ok(DateOrTime::Date(jiff::civil::date(2026, 12, 31))));
         assert_eq!(parse_instant("1970-01-01").unwrap().as_second(), 0);
+        assert_eq!(instant("0000-01-01"), "0000-01-01T00:00:00Z");
+        // The last day starts past jiff's Timestamp::MAX: clamped, still the far future.
+        assert_eq!(parse_instant("9999-12-31"), Ok(Timestamp::MAX));
+        assert!(parse_instant("9999-12-30").unwrap() < Timestamp::MAX);
     }
 
     #[test]
