@@ -1195,6 +1195,72 @@ fn schema_rejects_bad_values() {
     }
 }
 
+/// The values schema takes a duration where `podgate serve` does: Go's
+/// `time.ParseDuration` syntax, zero or more. Each value goes through
+/// `helm template` (the schema) and, when the schema lets it through, the
+/// rendered `--shutdown-grace` through podgate's own flag parser.
+#[test]
+fn schema_takes_go_durations_as_podgate_does() {
+    let helm = tool!("schema_takes_go_durations_as_podgate_does", "helm");
+    // (value, schema accepts, podgate accepts)
+    let mut cases: Vec<(&str, bool, bool)> = Vec::new();
+    // Few cases: each is a helm run (about half a second). Go's whole table
+    // is in podgate's own unit tests (src/duration.rs).
+    for value in ["0", "+5s", "1m30s", ".5s", "5.s", "12µs", "12μs", "2h45m0.5s", "10.5s4m"] {
+        cases.push((value, true, true));
+    }
+    for value in ["", "10", "1d", "-5s", "1 m", ".s", "5S"] {
+        cases.push((value, false, false));
+    }
+    // Where a pattern cannot follow: the schema does not count (more than
+    // int64 nanoseconds), and it has no minus sign, not even for zero.
+    cases.extend([("3000000h", true, false), ("-0s", false, true)]);
+
+    let outcomes: Vec<(String, bool, Result<String, String>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = cases
+            .chunks(cases.len().div_ceil(2))
+            .enumerate()
+            .map(|(worker, chunk)| {
+                let helm = &helm;
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &(value, _, _))| {
+                            let file = scratch().join(format!("duration-{worker}-{i}.yaml"));
+                            // A JSON string is a YAML string: the value exactly.
+                            std::fs::write(&file, format!("shutdownGrace: {}\n", json!(value))).unwrap();
+                            let rendered = try_render(helm, &chart_dir(), NAMESPACE, &[&file], &[]);
+                            (value.to_owned(), podgate::duration::parse_non_negative(value).is_ok(), rendered)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+
+    for ((value, schema, podgate), (_, podgate_now, rendered)) in cases.iter().zip(outcomes) {
+        assert_eq!(*podgate, podgate_now, "{value:?}: podgate's parser");
+        match rendered {
+            Ok(text) => {
+                assert!(schema, "{value:?}: the schema accepted it");
+                let r = Rendering::parse(value, text);
+                let args: Vec<String> =
+                    r.container()["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+                let flag = format!("--shutdown-grace={value}");
+                assert!(args.contains(&flag), "{value:?}: {args:?}");
+                let parsed = podgate::server::ServeArgs::try_parse_from(&args[1..]);
+                assert_eq!(parsed.is_ok(), *podgate, "{value:?}: podgate serve {args:?}: {:?}", parsed.err());
+            }
+            Err(e) => {
+                assert!(!schema, "{value:?}: the schema refused it:\n{e}");
+                assert!(e.contains("shutdownGrace"), "{value:?}: {e}");
+            }
+        }
+    }
+}
+
 /// A copy of the chart in which `lookup` of the TLS Secret reads a file
 /// instead of the cluster, so that the reuse/renew/rotate logic can run
 /// under `helm template`.

@@ -282,3 +282,30 @@ async fn the_binary_serves_a_self_signed_certificate_and_exits_0_on_sigterm() {
     assert!(!all.contains("registry.example.com"), "an image from the object was logged");
     assert!(logged.iter().any(|e| e["message"] == "stopped"));
 }
+
+/// Durations in flags and environment variables are Go's; a wrong one stops
+/// the binary at once with exit code 2 and the reason, before it listens.
+#[test]
+fn a_wrong_duration_is_refused_with_the_reason() {
+    // (flags, environment variable, expected in stderr)
+    type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 5] = [
+        (&["--shutdown-grace", "10"], None, r#"missing unit in duration "10""#),
+        (&[], Some(("PODGATE_SHUTDOWN_GRACE", "1d")), r#"unknown unit "d" in duration "1d""#),
+        (&[], Some(("PODGATE_REQUEST_TIMEOUT", "-1.5h")), r#"duration "-1.5h" is negative"#),
+        (&[], Some(("PODGATE_CERT_RELOAD_INTERVAL", "0")), r#"duration "0" must be more than zero"#),
+        (&["--header-read-timeout=1 m"], None, r#"unknown unit " m" in duration "1 m""#),
+    ];
+    for (flags, env, expect) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_podgate"));
+        command.args(["serve", "--self-signed", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]);
+        command.args(flags).stdin(Stdio::null());
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flags:?} {env:?}: {stderr}");
+        assert!(stderr.contains(expect), "{flags:?} {env:?}: expected {expect:?} in {stderr}");
+    }
+}

@@ -73,7 +73,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PODGATE_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
     /// On SIGTERM/SIGINT: time allowed for in-flight reviews to finish
-    /// before their connections are cut (e.g. 10s, 500ms, 1m).
+    /// before their connections are cut (e.g. 10s, 500ms, 1m30s).
     #[arg(long, env = "PODGATE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     /// Largest request body accepted, in bytes; larger gets HTTP 413.
@@ -143,27 +143,17 @@ impl ServeArgs {
     }
 }
 
-/// A duration: a number with a unit `ms`, `s`, `m` or `h` (`10s`, `1.5s`,
-/// `500ms`); a bare number is seconds.
+/// A duration flag: Go's `time.ParseDuration` syntax (`10s`, `1m30s`,
+/// `1.5h`, `500ms`; see [`crate::duration`]), zero or more.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 1m"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {text:?}: use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    crate::duration::parse_non_negative(text).map_err(|e| e.to_string())
 }
 
+/// A duration flag that must be more than zero (poll intervals, timeouts).
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration.is_zero() {
-        return Err("must be more than zero".to_owned());
+        return Err(format!("duration {text:?} must be more than zero"));
     }
     Ok(duration)
 }
@@ -181,16 +171,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("10d").is_err());
-        assert!(parse_positive_duration("0").is_err());
+    fn duration_flags_take_go_durations() {
+        let args = ServeArgs::try_parse_from([
+            "--self-signed",
+            "--shutdown-grace",
+            "1m30s",
+            "--shutdown-delay",
+            "0",
+            "--request-timeout",
+            "1.5h",
+            "--header-read-timeout",
+            "2h45m0.5s",
+            "--tls-handshake-timeout",
+            ".5s",
+            "--cert-reload-interval",
+            "300ms",
+            "--config-reload-interval",
+            "12µs",
+        ])
+        .unwrap();
+        assert_eq!(args.shutdown_grace, Duration::from_secs(90));
+        assert_eq!(args.shutdown_delay, Duration::ZERO);
+        assert_eq!(args.request_timeout, Duration::from_secs(5400));
+        assert_eq!(args.header_read_timeout, Duration::from_millis((2 * 3600 + 45 * 60) * 1000 + 500));
+        assert_eq!(args.tls_handshake_timeout, Duration::from_millis(500));
+        assert_eq!(args.cert_reload_interval, Duration::from_millis(300));
+        assert_eq!(args.config_reload_interval, Duration::from_micros(12));
+    }
+
+    #[test]
+    fn duration_flags_refuse_with_the_reason() {
+        let error = |flag: &str, value: &str| {
+            ServeArgs::try_parse_from(["--self-signed", flag, value]).unwrap_err().to_string()
+        };
+        let message = error("--shutdown-grace", "10");
+        assert!(message.contains(r#"missing unit in duration "10""#), "{message}");
+        assert!(message.contains("--shutdown-grace"), "{message}");
+        let negative = ServeArgs::try_parse_from(["--self-signed", "--shutdown-grace=-1.5h"]).unwrap_err().to_string();
+        assert!(negative.contains(r#"duration "-1.5h" is negative; give zero or more"#), "{negative}");
+        assert!(error("--shutdown-delay", "1d").contains(r#"unknown unit "d""#));
+        assert!(error("--request-timeout", "1 m").contains(r#"unknown unit " m""#));
+        assert!(error("--request-timeout", "3000000h").contains("too long"));
+        assert!(error("--cert-reload-interval", "0s").contains(r#"duration "0s" must be more than zero"#));
+        assert!(error("--config-reload-interval", "0").contains("must be more than zero"));
+        // --shutdown-delay may be zero: it is off then.
+        assert!(ServeArgs::try_parse_from(["--self-signed", "--shutdown-delay", "0s"]).is_ok());
     }
 
     #[test]

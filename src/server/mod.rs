@@ -183,7 +183,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
         Some((cert, key)) => {
             let files = CertFiles { cert: cert.clone(), key };
             let pair = files.load().context("TLS certificate")?;
-            tracing::info!(cert = %cert.display(), not_after = pair.not_after, "loaded the TLS certificate");
+            tracing::info!(
+                cert = %cert.display(),
+                not_after = %crate::time::format_unix_seconds(pair.not_after),
+                "loaded the TLS certificate"
+            );
+            pair.warn_if_not_yet_valid(tls::unix_now(), &cert);
             (pair, Some(files), None)
         }
         None => {
@@ -462,7 +467,7 @@ where
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = match format {
-        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).with_timer(logformat::Rfc3339Time).try_init(),
         LogFormat::Json => builder.event_format(logformat::JsonLines).try_init(),
     };
     if let Err(error) = result {
