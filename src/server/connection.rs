@@ -81,7 +81,14 @@ pub struct Activity {
     head_start: AtomicU64,
     /// Bytes were written and not flushed yet.
     unflushed: AtomicBool,
-    /// Wakes [`supervise`]: a head started (a closer deadline) or a request ended.
+    /// The head timeout in milliseconds, set by [`supervise`]; 0: none.
+    head_timeout_ms: AtomicU64,
+    /// Milliseconds from `opened` to when [`supervise`] looks next;
+    /// `u64::MAX` while it works that out.
+    wake_ms: AtomicU64,
+    /// Wakes [`supervise`] when a head starts and its deadline is sooner than
+    /// the next look (so about once per head timeout under steady traffic,
+    /// not once per request).
     changed: Notify,
 }
 
@@ -93,6 +100,8 @@ impl Activity {
             last_end_ms: AtomicU64::new(0),
             head_start: AtomicU64::new(0),
             unflushed: AtomicBool::new(false),
+            head_timeout_ms: AtomicU64::new(0),
+            wake_ms: AtomicU64::new(u64::MAX),
             changed: Notify::new(),
         })
     }
@@ -107,7 +116,7 @@ impl Activity {
     pub fn ready(&self) {
         let now = self.now_ms();
         self.last_end_ms.store(now, Ordering::Release);
-        self.head_start.store(now + 1, Ordering::Release);
+        self.head_start.store(now + 1, Ordering::SeqCst);
     }
 
     /// Counts a request in flight until the guard (moved into the response
@@ -124,11 +133,13 @@ impl Activity {
     /// then starts with the next byte after the request, and a head sent in
     /// part and then left alone is an idle connection).
     fn received(&self, bytes: usize) {
-        if bytes == 0 || self.inflight.load(Ordering::Acquire) > 0 {
+        let head_timeout = self.head_timeout_ms.load(Ordering::Relaxed);
+        if bytes == 0 || head_timeout == 0 || self.inflight.load(Ordering::Acquire) > 0 {
             return;
         }
-        let started = self.head_start.compare_exchange(0, self.now_ms() + 1, Ordering::AcqRel, Ordering::Acquire);
-        if started.is_ok() {
+        let now = self.now_ms();
+        let started = self.head_start.compare_exchange(0, now + 1, Ordering::SeqCst, Ordering::Relaxed);
+        if started.is_ok() && now.saturating_add(head_timeout) < self.wake_ms.load(Ordering::SeqCst) {
             self.changed.notify_one();
         }
     }
@@ -145,7 +156,7 @@ impl Activity {
         }
         let at = |ms: u64| self.opened + Duration::from_millis(ms);
         let idle = at(self.last_end_ms.load(Ordering::Acquire)) + timeouts.idle;
-        let head = match (timeouts.head, self.head_start.load(Ordering::Acquire)) {
+        let head = match (timeouts.head, self.head_start.load(Ordering::SeqCst)) {
             (Some(timeout), started) if started > 0 => Some(at(started - 1) + timeout),
             _ => None,
         };
@@ -166,8 +177,9 @@ impl Drop for RequestGuard {
         let activity = &self.0;
         activity.head_start.store(0, Ordering::Release);
         activity.last_end_ms.fetch_max(activity.now_ms(), Ordering::AcqRel);
+        // No wake-up: the deadline only moves later (shutdown looks again
+        // every LINGER).
         activity.inflight.fetch_sub(1, Ordering::AcqRel);
-        activity.changed.notify_one();
     }
 }
 
@@ -323,8 +335,12 @@ pub async fn supervise<F: Future>(
     stop: &mut watch::Receiver<bool>,
 ) -> End<F::Output> {
     tokio::pin!(serving);
+    let head_ms = timeouts.head.map_or(0, |head| u64::try_from(head.as_millis()).unwrap_or(u64::MAX).max(1));
+    activity.head_timeout_ms.store(head_ms, Ordering::Relaxed);
     let mut linger_until: Option<Instant> = None;
     loop {
+        // A head starting from here on wakes us until `wake_ms` is known.
+        activity.wake_ms.store(u64::MAX, Ordering::SeqCst);
         let now = Instant::now();
         // While a request is in flight nothing can expire; look again after
         // the shortest timeout (no deadline that starts later can be sooner).
@@ -334,6 +350,8 @@ pub async fn supervise<F: Future>(
             // Shutting down: drop the connection once it is quiet.
             wake = wake.min(if linger > now { linger } else { now + LINGER });
         }
+        let wake_ms = u64::try_from(wake.saturating_duration_since(activity.opened).as_millis()).unwrap_or(u64::MAX);
+        activity.wake_ms.store(wake_ms, Ordering::SeqCst);
         tokio::select! {
             // A connection that has ended wins over everything else.
             biased;
@@ -362,10 +380,18 @@ mod tests {
     const HEAD: Duration = Duration::from_millis(60);
     const H1: Timeouts = Timeouts { idle: IDLE, head: Some(HEAD) };
 
+    /// A connection past its TLS handshake, its head timeout known (as
+    /// [`supervise`] sets it).
+    fn h1_activity() -> Arc<Activity> {
+        let activity = Activity::new();
+        activity.head_timeout_ms.store(HEAD.as_millis() as u64, Ordering::Relaxed);
+        activity.ready();
+        activity
+    }
+
     #[tokio::test]
     async fn a_new_connection_has_the_head_timeout_then_idle_until_a_byte_arrives() {
-        let activity = Activity::new();
-        activity.ready();
+        let activity = h1_activity();
         let (at, expiry) = activity.deadline(H1).unwrap();
         assert_eq!(expiry, Expiry::Head);
         assert!(at <= Instant::now() + HEAD);
@@ -392,8 +418,7 @@ mod tests {
     #[tokio::test]
     async fn supervise_cuts_a_trickled_head_but_not_a_request_in_flight() {
         let (_stop_tx, mut stop) = watch::channel(false);
-        let activity = Activity::new();
-        activity.ready();
+        let activity = h1_activity();
         let started = Instant::now();
         assert_eq!(
             supervise(std::future::pending::<()>(), &activity, H1, &mut stop).await,
@@ -401,8 +426,7 @@ mod tests {
         );
         assert!(started.elapsed() >= HEAD);
 
-        let activity = Activity::new();
-        activity.ready();
+        let activity = h1_activity();
         let guard = activity.begin();
         let served = async {
             tokio::time::sleep(IDLE + HEAD).await;
@@ -413,10 +437,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_head_starting_on_an_idle_connection_wakes_the_supervisor() {
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let activity = h1_activity();
+        drop(activity.begin()); // a first request, done: now idle until IDLE
+        let idle_since = Instant::now();
+        let head_later = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            activity.received(1);
+            std::future::pending::<()>().await
+        };
+        assert_eq!(supervise(head_later, &activity, H1, &mut stop).await, End::TimedOut(Expiry::Head));
+        let after = idle_since.elapsed();
+        assert!(after >= Duration::from_millis(50) + HEAD && after < IDLE, "{after:?}");
+    }
+
+    #[tokio::test]
     async fn shutdown_drops_quiet_connections_and_waits_for_busy_ones() {
         let (stop_tx, mut stop) = watch::channel(false);
-        let activity = Activity::new();
-        activity.ready();
+        let activity = h1_activity();
         activity.received(10); // a head on its way
         stop_tx.send_replace(true);
         let started = Instant::now();
@@ -425,8 +464,7 @@ mod tests {
         assert!(started.elapsed() < LINGER + Duration::from_millis(500));
 
         // Unflushed writes count as busy; a flush makes it quiet.
-        let activity = Activity::new();
-        activity.ready();
+        let activity = h1_activity();
         activity.unflushed.store(true, Ordering::Release);
         let flush_later = async {
             tokio::time::sleep(LINGER * 3).await;
