@@ -84,9 +84,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PODGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES, value_parser = parse_positive)]
     pub max_body_bytes: usize,
     /// Reviews evaluated and answered at once, counted from when a review's
-    /// body is complete (a slow body holds no slot); beyond it a review is
-    /// answered HTTP 503 at once (the apiserver then applies the webhook's
-    /// failurePolicy).
+    /// body is complete (a slow body holds no slot; as evaluation is
+    /// synchronous, at most one per runtime worker thread); beyond it a
+    /// review is answered HTTP 503 at once (the apiserver then applies the
+    /// webhook's failurePolicy).
     #[arg(long, env = "PODGATE_MAX_INFLIGHT", default_value_t = 256, value_parser = parse_positive)]
     pub max_inflight: usize,
     /// Bytes of request bodies being received, all connections together
