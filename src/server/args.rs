@@ -104,8 +104,9 @@ pub struct ServeArgs {
     /// Time allowed for a new connection's TLS handshake.
     #[arg(long, env = "PODGATE_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub tls_handshake_timeout: Duration,
-    /// A connection with no request in flight and nothing received for
-    /// this long is closed (HTTP/1.1 keep-alive and HTTP/2). Keep it above
+    /// A connection is closed this long after its last request ended (or
+    /// its TLS handshake) with no request since (HTTP/1.1 keep-alive and
+    /// HTTP/2; pings do not count). Keep it above
     /// the apiserver's 90 s idle-connection timeout, or the apiserver may
     /// send a review on a connection podgate is closing.
     #[arg(long, env = "PODGATE_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_positive_duration)]

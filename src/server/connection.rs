@@ -13,8 +13,8 @@
 //! ([`tracked`]), that [`supervise`] runs the connection against, like Go's
 //! `net/http` (`IdleTimeout` apart from `ReadHeaderTimeout`):
 //!
-//! - **idle**: no request in flight and no byte received since the last one
-//!   ended, for the idle timeout: closed.
+//! - **idle**: no request for the idle timeout since the last one ended (or
+//!   since the TLS handshake): closed.
 //! - **head** (HTTP/1.1 only): from the first byte received after the last
 //!   request ended (on a new connection: from the end of the TLS handshake)
 //!   until the head is complete, at most the head timeout. Over HTTP/2 bytes
