@@ -29,7 +29,7 @@ const NAMESPACE: &str = "podgate";
 /// kubernetes-validate knows.
 const KUBERNETES_VERSIONS: [&str; 3] = ["1.25.0", "1.33.0", "1.37.0"];
 /// The `podgate serve` arguments the chart and the server agreed on.
-const SERVE_ARGS: [&str; 9] = [
+const SERVE_ARGS: [&str; 12] = [
     "serve",
     "--listen=0.0.0.0:8443",
     "--metrics-listen=0.0.0.0:9090",
@@ -39,6 +39,9 @@ const SERVE_ARGS: [&str; 9] = [
     "--log-format=json",
     "--shutdown-delay=5s",
     "--shutdown-grace=10s",
+    "--idle-timeout=120s",
+    "--header-read-timeout=5s",
+    "--max-buffered-bytes=33554432",
 ];
 /// The metrics `podgate serve` exports; alerts may use nothing else.
 const METRICS: [&str; 10] = [
@@ -676,6 +679,9 @@ fn common_invariants(r: &Rendering) {
         (serve.shutdown_delay + serve.shutdown_grace).as_secs() < termination,
         "{label}: shutdown delay + grace must end before terminationGracePeriodSeconds ({termination})"
     );
+    // podgate never closes a connection the apiserver (idle timeout 90 s) is about to reuse.
+    assert!(serve.idle_timeout.as_secs() > 90, "{label}: --idle-timeout must stay above 90 s");
+    assert!(serve.validate().is_ok(), "{label}: {:?}", serve.validate());
     for kind in ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"] {
         assert!(r.all(kind).is_empty(), "{label}: the webhook needs no RBAC, but a {kind} is rendered");
     }
@@ -1189,6 +1195,9 @@ fn schema_rejects_bad_values() {
         ("mode=block", "mode must be one of the following: \"enforce\", \"audit\""),
         ("replicaCount=two", "replicaCount: Invalid type. Expected: integer, given: string"),
         ("checks.livenessProbe.action=block", "checks.livenessProbe.action must be one of the following"),
+        ("maxBufferedBytes=1000", "maxBufferedBytes: Must be greater than or equal to"),
+        ("idleTimeout=0s", "idleTimeout: Does not match pattern"),
+        ("headerReadTimeout=soon", "headerReadTimeout: Does not match pattern"),
     ] {
         let e = try_render(&helm, &chart_dir(), NAMESPACE, &[], &[set]).expect_err(set);
         assert!(e.contains(expect), "--set {set}: expected {expect:?} in:\n{e}");

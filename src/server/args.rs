@@ -13,6 +13,10 @@ use crate::config::Mode;
 /// room for the AdmissionReview envelope.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 3 * 1024 * 1024 + 512 * 1024;
 
+/// Default `--max-buffered-bytes`: room for nine bodies of the largest size,
+/// or thousands of ordinary reviews, well inside the chart's 128 MiB limit.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
+
 /// `--log-format` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -79,10 +83,18 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes; larger gets HTTP 413.
     #[arg(long, env = "PODGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES, value_parser = parse_positive)]
     pub max_body_bytes: usize,
-    /// Reviews handled at once; beyond it a review is answered HTTP 503 at
-    /// once (the apiserver then applies the webhook's failurePolicy).
+    /// Reviews evaluated and answered at once, counted from when a review's
+    /// body is complete (a slow body holds no slot; as evaluation is
+    /// synchronous, at most one per runtime worker thread); beyond it a
+    /// review is answered HTTP 503 at once (the apiserver then applies the
+    /// webhook's failurePolicy).
     #[arg(long, env = "PODGATE_MAX_INFLIGHT", default_value_t = 256, value_parser = parse_positive)]
     pub max_inflight: usize,
+    /// Bytes of request bodies being received, all connections together
+    /// (at least --max-body-bytes); a body that would go beyond it is
+    /// answered HTTP 503 at once. Bounds the memory slow bodies can hold.
+    #[arg(long, env = "PODGATE_MAX_BUFFERED_BYTES", default_value_t = DEFAULT_MAX_BUFFERED_BYTES, value_parser = parse_positive)]
+    pub max_buffered_bytes: usize,
     /// How often the certificate files are checked for a change.
     #[arg(long, env = "PODGATE_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     pub cert_reload_interval: Duration,
@@ -92,12 +104,18 @@ pub struct ServeArgs {
     /// Time allowed for a new connection's TLS handshake.
     #[arg(long, env = "PODGATE_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub tls_handshake_timeout: Duration,
-    /// HTTP/1.1: time allowed for a request's headers, counted from when the
-    /// connection waits for them, so it is also the keep-alive idle timeout.
-    /// HTTP/2: a connection with no request in flight for this long is
-    /// closed. Keep it above the apiserver's 90 s idle-connection timeout, or
-    /// the apiserver may send a review on a connection podgate is closing.
-    #[arg(long, env = "PODGATE_HEADER_READ_TIMEOUT", default_value = "120s", value_parser = parse_positive_duration)]
+    /// A connection is closed this long after its last request ended (or
+    /// its TLS handshake) with no request since (HTTP/1.1 keep-alive and
+    /// HTTP/2; pings do not count). Keep it above
+    /// the apiserver's 90 s idle-connection timeout, or the apiserver may
+    /// send a review on a connection podgate is closing.
+    #[arg(long, env = "PODGATE_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+    /// HTTP/1.1: time allowed for a request's head (request line and
+    /// headers), counted from its first byte (on a new connection: from the
+    /// end of the TLS handshake); then the connection is closed. The
+    /// apiserver sends a head of a few hundred bytes at once.
+    #[arg(long, env = "PODGATE_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub header_read_timeout: Duration,
     /// Time allowed to receive a review's body once its headers are in;
     /// a slower client gets HTTP 408.
@@ -132,6 +150,17 @@ impl ServeArgs {
             (None, None, true) => Ok(None),
             _ => Err("give either --tls-cert and --tls-key, or --self-signed".to_owned()),
         }
+    }
+
+    /// Checks that the flags fit together (what clap cannot check alone).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_buffered_bytes < self.max_body_bytes {
+            return Err(format!(
+                "--max-buffered-bytes ({}) is below --max-body-bytes ({}): a body of the largest size could never be received",
+                self.max_buffered_bytes, self.max_body_bytes
+            ));
+        }
+        Ok(())
     }
 
     /// The `--mode` override as a policy mode.
@@ -227,7 +256,19 @@ mod tests {
         assert_eq!(args.shutdown_delay, Duration::ZERO);
         assert_eq!(args.max_inflight, 256);
         assert_eq!(args.max_body_bytes, 3_670_016);
+        assert_eq!(args.max_buffered_bytes, 32 * 1024 * 1024);
+        assert_eq!(args.idle_timeout, Duration::from_secs(120));
+        assert_eq!(args.header_read_timeout, Duration::from_secs(5));
+        assert!(args.validate().is_ok());
         assert_eq!(args.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_body_budget_holds_at_least_one_body_of_the_largest_size() {
+        let parse = |extra: &[&str]| ServeArgs::try_parse_from([&["--self-signed"], extra].concat()).unwrap();
+        assert!(parse(&["--max-body-bytes", "1000", "--max-buffered-bytes", "1000"]).validate().is_ok());
+        let error = parse(&["--max-body-bytes", "1001", "--max-buffered-bytes", "1000"]).validate().unwrap_err();
+        assert!(error.contains("--max-buffered-bytes (1000) is below --max-body-bytes (1001)"), "{error}");
     }
 
     #[test]
