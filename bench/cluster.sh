@@ -56,9 +56,15 @@ current-context: bench
 EOF
 CURL_AUTH=(--cacert "$cluster_dir/ca.crt" --cert "$cluster_dir/admin.crt" --key "$cluster_dir/admin.key")
 
+# The apiserver first (without etcd its graceful shutdown never ends), then
+# etcd; anything still running after 5 s is killed.
 cluster_stop() {
-  kill $CLUSTER_PIDS 2>/dev/null
-  wait $CLUSTER_PIDS 2>/dev/null
+  local pid
+  for pid in $CLUSTER_PIDS; do
+    kill "$pid" 2>/dev/null || continue
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
   rm -rf "$cluster_dir"
 }
 
