@@ -1408,6 +1408,11 @@ fn notes_tell_the_mode_the_would_deny_counts_and_how_to_enforce() {
     assert!(enforce.contains("failurePolicy: Fail"), "{enforce}");
     assert!(enforce.contains("--set mode=audit"), "{enforce}");
     assert!(!enforce.contains("{{"), "{enforce}");
+    assert!(enforce.contains("podgate audit --config policy.yaml --mode enforce"), "{enforce}");
+    assert!(!enforce.contains("The auditor"), "{enforce}");
+    let auditor = notes(&helm, &["audit.enabled=true"]);
+    assert!(auditor.contains("The auditor (podgate-audit) does that every 300s"), "{auditor}");
+    assert!(auditor.contains("kubectl get policyreport -A -l app.kubernetes.io/managed-by=podgate"), "{auditor}");
 }
 
 #[test]
