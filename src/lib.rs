@@ -16,4 +16,5 @@ pub mod decode;
 pub mod extract;
 pub mod report;
 pub mod server;
+pub mod source;
 pub mod verdict;
