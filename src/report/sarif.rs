@@ -96,8 +96,9 @@ pub fn render(report: &Report, tally: Tally, policy: &Policy) -> Value {
                 _ => json!({"level": "warning"}),
             };
             json!({
+                // No `name`: SARIF wants it to differ from `id` beyond case,
+                // and the check id is already the readable name.
                 "id": check.as_str(),
-                "name": pascal_case(check.as_str()),
                 "shortDescription": {"text": format!("{short}.")},
                 "fullDescription": {"text": full},
                 "help": {
@@ -165,11 +166,6 @@ pub fn render(report: &Report, tally: Tally, policy: &Policy) -> Value {
             "properties": {"objectsChecked": report.results.len(), "skipped": skipped},
         }],
     })
-}
-
-fn pascal_case(id: &str) -> String {
-    let mut chars = id.chars();
-    chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
 }
 
 #[cfg(test)]
