@@ -253,7 +253,7 @@ pub fn for_each_document_with_source(
                 let source = format!("{}{}", "\n".repeat(lines_before), raw.get());
                 let shape = serde_json::from_str::<serde_json::Value>(&source).map_err(|e| e.to_string());
                 let document = classify(&source, "JSON", shape.map(Shape::of_json), || {
-                    serde_json::from_str::<Document<'_>>(&source).map_err(|e| e.to_string())
+                    serde_json::from_str::<Document<'_>>(&source).map_err(|e| json_error_with_path(&source, e))
                 });
                 visit(index, &source, document);
                 index += 1;
@@ -302,6 +302,16 @@ impl Shape {
             }
             _ => Shape::Other,
         }
+    }
+}
+
+/// serde_json's messages do not name the field; the YAML decoder's do, and
+/// JSON is YAML with the same line numbers, so its message is used when it
+/// names the field.
+fn json_error_with_path(source: &str, error: serde_json::Error) -> String {
+    match serde_yaml_ng::from_str::<Document<'_>>(source) {
+        Err(yaml) if yaml.to_string().contains(": invalid ") => yaml.to_string(),
+        _ => error.to_string(),
     }
 }
 
@@ -483,6 +493,51 @@ mod tests {
             assert_eq!(objects[0].object.api_version.as_deref(), Some("apps/v1"));
             assert_eq!(objects[0].object.kind.as_deref(), Some("Deployment"));
         });
+    }
+
+    #[test]
+    fn skips_what_is_not_a_kubernetes_object_by_reason() {
+        let skipped = |reason| Err(DocumentError::Skipped(reason).to_string());
+        let text = "- op: add\n---\njust text\n---\nname: ci\non: [push]\n---\nkind: Pod\n---\n\
+                    apiVersion: v1\nkind: Pod\nmetadata: {name: {{ .Values.name }}}\n---\n{{ .Values.x }}\n---\n\
+                    apiVersion: v1\nkind: ConfigMap\ndata: {a: \"{{ not a template }}\"}\n";
+        let docs: Vec<_> = summary(text, Syntax::Yaml).into_iter().map(|(_, doc)| doc).collect();
+        assert_eq!(
+            docs,
+            [
+                skipped(SkipReason::NotAMapping),
+                skipped(SkipReason::NotAMapping),
+                skipped(SkipReason::NotKubernetesObject),
+                skipped(SkipReason::NotKubernetesObject),
+                skipped(SkipReason::GoTemplate),
+                skipped(SkipReason::GoTemplate),
+                Ok("ConfigMap".to_owned()),
+            ]
+        );
+        let docs = summary("[1, 2]\n{\"kind\": \"Pod\"}\n", Syntax::Json);
+        assert_eq!(docs[0].1, skipped(SkipReason::NotAMapping));
+        assert_eq!(docs[1].1, skipped(SkipReason::NotKubernetesObject));
+    }
+
+    #[test]
+    fn says_what_was_expected_in_a_persons_terms_without_the_value() {
+        let text = "apiVersion: v1\nkind: Pod\nspec:\n  securityContext:\n    runAsUser: \"s3cret\"\n";
+        let err = summary(text, Syntax::Yaml).remove(0).1.unwrap_err();
+        assert_eq!(err, "spec.securityContext.runAsUser: expected an integer, found a string (line 5, column 16)");
+        let text = "apiVersion: v1\nkind: Pod\nspec:\n  containers: {a: 1}\n";
+        let err = summary(text, Syntax::Yaml).remove(0).1.unwrap_err();
+        assert_eq!(err, "spec.containers: expected a list, found a mapping (line 4, column 15)");
+        let err = summary("apiVersion: v1\nkind: Pod\nspec: [\n", Syntax::Yaml).remove(0).1.unwrap_err();
+        assert!(err.starts_with("not valid YAML: ") && err.contains("line "), "{err}");
+    }
+
+    #[test]
+    fn json_documents_keep_the_file_line_numbers() {
+        let text = "{\"apiVersion\": \"v1\", \"kind\": \"Pod\"}\n\n{\"apiVersion\": \"v1\",\n \"kind\": \"Pod\", \"spec\": 5}\n";
+        let docs = summary(text, Syntax::Json);
+        assert_eq!(docs[0].1, Ok("Pod".to_owned()));
+        let err = docs[1].1.as_ref().unwrap_err();
+        assert!(err.starts_with("spec: expected a mapping, found an integer (line 4, "), "{err}");
     }
 
     #[test]
