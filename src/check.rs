@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::collections::BTreeMap;
 
 use crate::config::{Mode, Policy};
-use crate::decode::locate;
+use crate::decode::locate::Locator;
 use crate::decode::manifest::{for_each_document_with_source, DocumentError, SkipReason, Syntax};
 use crate::extract::WorkloadKind;
 use crate::report::{self, render_text, ObjectResult, Problem, Report, Skipped, Tally};
@@ -249,8 +249,12 @@ impl Run<'_> {
                     return self.error(&source, name, line, message);
                 }
             };
-            let line_of = |path: &str| match lines {
-                Lines::Source(syntax) => locate::line_of(doc_source, syntax, path),
+            let mut locator = match lines {
+                Lines::Source(syntax) => Some(Locator::new(doc_source, syntax)),
+                _ => None,
+            };
+            let mut line_of = |path: &str| match lines {
+                Lines::Source(_) => locator.as_mut().and_then(|l| l.line_of(path)),
                 Lines::Template(template) => Some(source::template_line(template, path)),
                 Lines::Unknown => None,
             };

@@ -47,32 +47,85 @@ fn steps(path: &str) -> Vec<Step<'_>> {
     out
 }
 
-/// The 1-based line of the field `path` (e.g. `spec.containers[0].livenessProbe`)
-/// in `source`, a document whose line numbers are the file's. A field that is
-/// not there gets the line of its nearest ancestor that is (the container, the
-/// `securityContext` ...), the empty path the object's first line. `None` only
-/// when the document cannot be read at all.
-pub fn line_of(source: &str, syntax: Syntax, path: &str) -> Option<usize> {
-    let steps = steps(path);
-    // Deepest first: the field itself, then each ancestor, then the object.
-    (0..=steps.len()).rev().find_map(|depth| found_at(source, syntax, &steps[..depth]))
+/// Finds the lines of fields in one document, within a bounded amount of
+/// re-parsing: a document with 10,000 containers and as many findings must
+/// not take 10,000 parses of itself.
+pub struct Locator<'s> {
+    source: &'s str,
+    syntax: Syntax,
+    /// Bytes that may still be re-parsed; when spent, lines are `None`.
+    budget: usize,
 }
 
-/// The line where the probe along exactly `steps` ends, if every step exists.
-fn found_at(source: &str, syntax: Syntax, steps: &[Step<'_>]) -> Option<usize> {
-    let probe = Probe { steps };
-    match syntax {
-        Syntax::Yaml => {
-            let err = probe.deserialize(serde_yaml_ng::Deserializer::from_str(source)).err()?;
-            (err.to_string().contains(FOUND)).then_some(())?;
-            err.location().map(|l| l.line())
-        }
-        Syntax::Json => {
-            let mut de = serde_json::Deserializer::from_str(source);
-            let err = probe.deserialize(&mut de).err()?;
-            (err.to_string().contains(FOUND) && err.line() > 0).then_some(err.line())
+/// Re-parsing allowed per document: 32 MiB, well under a second, and for a
+/// document of ordinary size (a few KiB) thousands of findings.
+const BUDGET: usize = 32 << 20;
+
+impl<'s> Locator<'s> {
+    /// A locator for `source`, a document whose line numbers are the file's.
+    pub fn new(source: &'s str, syntax: Syntax) -> Self {
+        Locator { source, syntax, budget: BUDGET }
+    }
+
+    /// The 1-based line of the field `path` (e.g.
+    /// `spec.containers[0].livenessProbe`). A field that is not there gets
+    /// the line of its nearest ancestor that is (the container, the
+    /// `securityContext` ...), the empty path the object's first line.
+    /// `None` when the document cannot be read or the budget is spent.
+    pub fn line_of(&mut self, path: &str) -> Option<usize> {
+        let steps = steps(path);
+        // At most two reads: along the whole path, which ends at the field
+        // or says how deep it got, then along the part that exists.
+        match self.probe(&steps)? {
+            Probed::Found(line) => Some(line),
+            Probed::Missing(depth) => match self.probe(&steps[..depth.min(steps.len())])? {
+                Probed::Found(line) => Some(line),
+                Probed::Missing(_) | Probed::Other => None,
+            },
+            // Not expected from the reader; try each ancestor in turn.
+            Probed::Other => (0..steps.len()).rev().find_map(|depth| match self.probe(&steps[..depth])? {
+                Probed::Found(line) => Some(line),
+                _ => None,
+            }),
         }
     }
+
+    fn probe(&mut self, steps: &[Step<'_>]) -> Option<Probed> {
+        self.budget = self.budget.checked_sub(self.source.len())?;
+        let probe = Probe { steps, depth: 0 };
+        let (message, line) = match self.syntax {
+            Syntax::Yaml => {
+                let err = probe.deserialize(serde_yaml_ng::Deserializer::from_str(self.source)).err()?;
+                (err.to_string(), err.location().map(|l| l.line()))
+            }
+            Syntax::Json => {
+                let err = probe.deserialize(&mut serde_json::Deserializer::from_str(self.source)).err()?;
+                (err.to_string(), Some(err.line()).filter(|line| *line > 0))
+            }
+        };
+        if message.contains(FOUND) {
+            return line.map(Probed::Found);
+        }
+        let depth = message.split(MISSING).nth(1).and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next());
+        Some(depth.and_then(|d| d.parse().ok()).map_or(Probed::Other, Probed::Missing))
+    }
+}
+
+/// What one read along a path found.
+enum Probed {
+    /// Every step exists; the line of the last one.
+    Found(usize),
+    /// Only the first `n` steps exist.
+    Missing(usize),
+    /// Some other error.
+    Other,
+}
+
+/// Raised when a step does not exist, followed by how many steps did.
+const MISSING: &str = "podgate-locate: missing after ";
+
+fn missing<E: de::Error>(depth: usize) -> E {
+    E::custom(format!("{MISSING}{depth}"))
 }
 
 /// Reads a value along `steps` and fails with [`FOUND`] at the last one.
@@ -80,6 +133,8 @@ fn found_at(source: &str, syntax: Syntax, steps: &[Step<'_>]) -> Option<usize> {
 /// is some other error.
 struct Probe<'s, 'p> {
     steps: &'s [Step<'p>],
+    /// Steps taken so far.
+    depth: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for Probe<'_, '_> {
@@ -103,30 +158,66 @@ impl<'de> Visitor<'de> for Probe<'_, '_> {
         let (want, rest) = match self.steps.split_first() {
             None => return Err(de::Error::custom(FOUND)),
             Some((Step::Key(want), rest)) => (*want, rest),
-            Some((Step::Index(_), _)) => return Err(de::Error::custom("not a sequence")),
+            Some((Step::Index(_), _)) => return Err(missing(self.depth)),
         };
         while let Some(hit) = map.next_key_seed(KeyProbe { want, last: rest.is_empty() })? {
             if hit {
-                return map.next_value_seed(Probe { steps: rest });
+                return map.next_value_seed(Probe { steps: rest, depth: self.depth + 1 });
             }
             map.next_value::<IgnoredAny>()?;
         }
-        Err(de::Error::custom("missing"))
+        Err(missing(self.depth))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let (index, rest) = match self.steps.split_first() {
             None => return Err(de::Error::custom(FOUND)),
             Some((Step::Index(index), rest)) => (*index, rest),
-            Some((Step::Key(_), _)) => return Err(de::Error::custom("not a mapping")),
+            Some((Step::Key(_), _)) => return Err(missing(self.depth)),
         };
         for _ in 0..index {
             if seq.next_element::<IgnoredAny>()?.is_none() {
-                return Err(de::Error::custom("missing"));
+                return Err(missing(self.depth));
             }
         }
-        seq.next_element_seed(Probe { steps: rest })?;
-        Err(de::Error::custom("missing"))
+        seq.next_element_seed(Probe { steps: rest, depth: self.depth + 1 })?;
+        Err(missing(self.depth))
+    }
+
+    // A scalar where the path goes on: the path exists up to here.
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(self.scalar())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(self.scalar())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(self.scalar())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(self.scalar())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(self.scalar())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(self.scalar())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Err(self.scalar())
+    }
+}
+
+impl Probe<'_, '_> {
+    /// At a scalar: found if the path ends here (an index into a list of
+    /// strings), else missing below it.
+    fn scalar<E: de::Error>(&self) -> E {
+        if self.steps.is_empty() {
+            E::custom(FOUND)
+        } else {
+            // The scalar's own key is the deepest step that exists.
+            missing(self.depth)
+        }
     }
 }
 
@@ -193,7 +284,8 @@ mod tests {
 
     #[test]
     fn finds_keys_items_and_the_nearest_ancestor_of_a_missing_field() {
-        let line = |path| line_of(POD, Syntax::Yaml, path);
+        let mut locator = Locator::new(POD, Syntax::Yaml);
+        let mut line = |path| locator.line_of(path);
         assert_eq!(line(""), Some(4), "the object's first line");
         assert_eq!(line("spec.securityContext.runAsUser"), Some(9), "a key in a flow mapping");
         assert_eq!(line("spec.containers[0].securityContext.runAsNonRoot"), Some(14));
@@ -208,8 +300,20 @@ mod tests {
     #[test]
     fn finds_keys_in_json() {
         let json = "{\n  \"kind\": \"Pod\",\n  \"spec\": {\n    \"containers\": [\n      {\"name\": \"a\",\n       \"securityContext\": {\"privileged\": true}}\n    ]\n  }\n}\n";
-        assert_eq!(line_of(json, Syntax::Json, "spec.containers[0].securityContext.privileged"), Some(6));
-        assert_eq!(line_of(json, Syntax::Json, "spec.containers"), Some(4));
+        let mut locator = Locator::new(json, Syntax::Json);
+        assert_eq!(locator.line_of("spec.containers[0].securityContext.privileged"), Some(6));
+        assert_eq!(locator.line_of("spec.containers"), Some(4));
+        assert_eq!(locator.line_of("spec.containers[0].livenessProbe"), Some(5), "the item");
+        assert_eq!(locator.line_of("spec.containers[0].securityContext.runAsUser"), Some(6));
+    }
+
+    #[test]
+    fn stops_when_the_budget_is_spent() {
+        let mut locator = Locator::new(POD, Syntax::Yaml);
+        locator.budget = POD.len() * 3;
+        assert_eq!(locator.line_of("spec.containers[1].livenessProbe"), Some(15), "two reads");
+        assert_eq!(locator.line_of("spec.containers[0]"), Some(11), "one read");
+        assert_eq!(locator.line_of("spec"), None, "spent");
     }
 
     #[test]
