@@ -30,7 +30,7 @@ pub enum Format {
     Text,
     /// The JSON contract for pipelines.
     Json,
-    /// SARIF 2.1.0, for GitHub code scanning and GitLab.
+    /// SARIF 2.1.0, for GitHub code scanning and other SARIF readers.
     Sarif,
     /// GitHub Actions workflow-command annotations (`::error file=...,line=...::`).
     Github,

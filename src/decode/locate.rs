@@ -57,9 +57,9 @@ pub struct Locator<'s> {
     budget: usize,
 }
 
-/// Re-parsing allowed per document: 32 MiB, well under a second, and for a
+/// Re-parsing allowed per document: 16 MiB, a fraction of a second, and for a
 /// document of ordinary size (a few KiB) thousands of findings.
-const BUDGET: usize = 32 << 20;
+const BUDGET: usize = 16 << 20;
 
 impl<'s> Locator<'s> {
     /// A locator for `source`, a document whose line numbers are the file's.

@@ -1,5 +1,5 @@
-//! `--format sarif`: SARIF 2.1.0, which GitHub code scanning and GitLab read
-//! to show findings inline.
+//! `--format sarif`: SARIF 2.1.0, which GitHub code scanning (and other
+//! SARIF readers) show inline.
 //!
 //! One rule per check id, with its documentation; one result per finding,
 //! located at the file and line of the offending field. Inputs that could
