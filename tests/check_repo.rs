@@ -262,11 +262,25 @@ fn sarif_passes_the_sarif_multitool_and_points_at_fields() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("podgate.sarif");
     std::fs::write(&log, &output.stdout).unwrap();
-    let problems = multitool_validate(&log);
-    // The one remark left: the driver has no `informationUri`, as podgate
-    // has no public home page to point at (SARIF2005 is advice, a warning).
-    assert_eq!(problems.len(), 1, "SARIF Multitool: {problems:#?}");
-    assert!(problems[0].starts_with("warning SARIF2005") && problems[0].contains("ToolnformationUri"), "{problems:?}");
+    // And a run with an input that cannot be checked: an error notification.
+    let failed = podgate(&["--format", "sarif", "broken"]);
+    assert_eq!(failed.status.code(), Some(2));
+    let failed_sarif: Value = serde_json::from_slice(&failed.stdout).unwrap();
+    let invocation = &failed_sarif["runs"][0]["invocations"][0];
+    assert_eq!(invocation["executionSuccessful"], false);
+    let notification = &invocation["toolExecutionNotifications"][0];
+    assert_eq!(notification["level"], "error");
+    assert_eq!(notification["locations"][0]["physicalLocation"]["region"]["startLine"], 15);
+    let failed_log = dir.path().join("failed.sarif");
+    std::fs::write(&failed_log, &failed.stdout).unwrap();
+
+    let problems = multitool_validate(&[&log, &failed_log]);
+    // The one remark left on each: the driver has no `informationUri`, as
+    // podgate has no public home page to point at (SARIF2005 is advice).
+    assert_eq!(problems.len(), 2, "SARIF Multitool: {problems:#?}");
+    for problem in &problems {
+        assert!(problem.starts_with("warning SARIF2005") && problem.contains("ToolnformationUri"), "{problems:?}");
+    }
 
     // The validator is not a formality: a log it must reject is rejected.
     let mut broken: Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -274,7 +288,7 @@ fn sarif_passes_the_sarif_multitool_and_points_at_fields() {
     broken["runs"][0]["tool"]["driver"].as_object_mut().unwrap().remove("name");
     let broken_log = dir.path().join("broken.sarif");
     std::fs::write(&broken_log, serde_json::to_vec(&broken).unwrap()).unwrap();
-    let problems = multitool_validate(&broken_log);
+    let problems = multitool_validate(&[&broken_log]);
     assert!(problems.iter().any(|p| p.starts_with("error JSON1008") && p.contains("startLine")), "{problems:#?}");
     assert!(problems.iter().any(|p| p.starts_with("error JSON1002") && p.contains("driver")), "{problems:#?}");
 
@@ -321,14 +335,14 @@ fn sarif_passes_the_sarif_multitool_and_points_at_fields() {
     assert_eq!(run["invocations"][0]["executionSuccessful"], true);
 }
 
-/// The errors and warnings `sarif-multitool validate` reports on `log`.
+/// The errors and warnings `sarif-multitool validate` reports on `logs`.
 /// (Its exit code is 0 even for an invalid log, so the findings are read
 /// from its own SARIF output.)
-fn multitool_validate(log: &Path) -> Vec<String> {
-    let out = log.with_extension("validation.sarif");
+fn multitool_validate(logs: &[&Path]) -> Vec<String> {
+    let out = logs[0].with_extension("validation.sarif");
     let status = Command::new(tools_bin().join("sarif-multitool"))
         .arg("validate")
-        .arg(log)
+        .args(logs)
         .arg("--output")
         .arg(&out)
         .args(["--log", "ForceOverwrite"])
