@@ -8,15 +8,18 @@
 //! [`server`] for `podgate serve`, the HTTPS webhook. `podgate check` gets
 //! its documents from [`source`]: files, and Helm charts and kustomizations
 //! rendered by their own tools.
-//! [`config`] holds the policy the admin sets.
+//! [`config`] holds the policy the admin sets; [`duration`] and [`time`]
+//! read and write the standard formats (Go durations, RFC 3339).
 
 pub mod check;
 pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod duration;
 pub mod extract;
 pub mod report;
 pub mod server;
 pub mod source;
+pub mod time;
 pub mod verdict;

@@ -10,6 +10,8 @@ mod common;
 
 use common::apiserver::*;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// The apiserver's wrapping of a webhook denial.
 const DENIED: &str = "admission webhook \"validate.podgate.dev\" denied the request: ";
@@ -208,28 +210,36 @@ async fn updates_relabel_and_scale_freely_but_a_changed_template_is_checked() {
 async fn ephemeral_debug_containers_are_checked() {
     let Some(cluster) = cluster().await else { return };
     let ns = cluster.namespace("ephemeral").await;
-    let _podgate = Podgate::register(cluster, "ephemeral", &[]).await;
     let admin = cluster.admin();
     assert_created(&create(&admin, &ns, &manifest("pod-compliant.yaml")).await);
-
-    // What `kubectl debug -it web --image=busybox --target=app` sends.
+    // A strategic merge patch of the subresource, as `kubectl debug -it web
+    // --image=busybox --target=app` sends, but without kubectl's
+    // `$setElementOrder`: the apiserver then puts the added container first.
     let path = format!("/api/v1/namespaces/{ns}/pods/web/ephemeralcontainers");
     let debugger = |name: &str| {
         json!({"name": name, "image": "busybox:1.36", "targetContainerName": "app", "stdin": true, "tty": true,
                "terminationMessagePolicy": "File", "imagePullPolicy": "IfNotPresent"})
     };
-    let patch = json!({"spec": {"ephemeralContainers": [debugger("debugger")]}});
-    let refused = send(&admin, "PATCH", &path, "application/strategic-merge-patch+json", Some(&patch)).await;
+    let add = |container: Value| {
+        let (admin, path) = (admin.clone(), path.clone());
+        async move {
+            let patch = json!({"spec": {"ephemeralContainers": [container]}});
+            send(&admin, "PATCH", &path, "application/strategic-merge-patch+json", Some(&patch)).await
+        }
+    };
+    // A debug session from before podgate was installed: already in the
+    // Pod, so not judged again in later sessions.
+    assert_eq!(add(debugger("earlier")).await.status, 200);
+    let _podgate = Podgate::register(cluster, "ephemeral", &[]).await;
+
     assert_denied(
-        &refused,
+        &add(debugger("debugger")).await,
         &["allowPrivilegeEscalation != false (ephemeral container \"debugger\" must set \
            securityContext.allowPrivilegeEscalation=false)"],
     );
-
     let mut compliant = debugger("debugger-2");
     compliant["securityContext"] = json!({"allowPrivilegeEscalation": false});
-    let patch = json!({"spec": {"ephemeralContainers": [compliant]}});
-    let answer = send(&admin, "PATCH", &path, "application/strategic-merge-patch+json", Some(&patch)).await;
+    let answer = add(compliant).await;
     assert_eq!(answer.status, 200, "{answer:#?}");
     let names: Vec<&str> = answer.body["spec"]["ephemeralContainers"]
         .as_array()
@@ -237,7 +247,7 @@ async fn ephemeral_debug_containers_are_checked() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["debugger-2"]);
+    assert_eq!(names, ["debugger-2", "earlier"], "the apiserver reorders; podgate matches old ones by name");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,58 +340,92 @@ async fn with_podgate_down_enforce_fails_closed_and_audit_fails_open() {
         "{message}"
     );
     assert!(message.contains("connection refused"), "{message}");
+    assert!(message.contains("/validate?timeout=5s"), "the chart's timeoutSeconds: {message}");
     assert_created(&create(&admin, &audit_ns, &good).await);
+}
+
+/// Established TCP connections to or from `port` on loopback (IPv4), from `/proc/net/tcp`.
+fn established(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields[3] == "01" && (fields[1].ends_with(&port) || fields[2].ends_with(&port))
+        })
+        .count()
+}
+
+/// Pods created one after the other through the apiserver until `stop`;
+/// the answers that were not a 201.
+fn creations(
+    admin: kube::Client,
+    ns: String,
+    stop: Arc<AtomicBool>,
+    created: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<Vec<Answer>> {
+    tokio::spawn(async move {
+        let mut failures = Vec::new();
+        while !stop.load(Ordering::Acquire) {
+            let name = format!("web-{}", created.load(Ordering::Acquire) + failures.len());
+            let answer = create(&admin, &ns, &named(manifest("pod-compliant.yaml"), &name)).await;
+            if answer.status == 201 {
+                created.fetch_add(1, Ordering::AcqRel);
+            } else {
+                failures.push(answer);
+            }
+        }
+        failures
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_rotation_under_apiserver_traffic_fails_no_request() {
     let Some(cluster) = cluster().await else { return };
     let ns = cluster.namespace("rotation").await;
-    let mut podgate = Podgate::register_with(cluster, "rotation", &[], &[], &["--cert-reload-interval", "50ms"]).await;
+    // podgate closes connections idle for 1 s (`--idle-timeout`, which
+    // covers HTTP/2), so that the second half can make the apiserver open a
+    // new one.
+    let extra = ["--cert-reload-interval", "50ms", "--idle-timeout", "1s"];
+    let mut podgate = Podgate::register_with(cluster, "rotation", &[], &[], &extra).await;
     let addr = podgate.harness.server.webhook_addr();
     let ca = podgate.harness.ca.pem.clone();
-
-    // A client creates Pods, one after the other, until told to stop.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let created = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let traffic = tokio::spawn({
-        let (admin, ns, stop, created) = (cluster.admin(), ns.clone(), stop.clone(), created.clone());
-        async move {
-            let mut failures = Vec::new();
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                i += 1;
-                let answer = create(&admin, &ns, &named(manifest("pod-compliant.yaml"), &format!("web-{i}"))).await;
-                if answer.status == 201 {
-                    created.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                } else {
-                    failures.push(answer);
-                }
-            }
-            failures
-        }
-    });
+    let created = Arc::new(AtomicUsize::new(0));
     let progress = |more: usize| {
-        let target = created.load(std::sync::atomic::Ordering::Acquire) + more;
+        let target = created.load(Ordering::Acquire) + more;
         let created = created.clone();
         async move {
-            common::eventually(&format!("{target} creations"), || async {
-                created.load(std::sync::atomic::Ordering::Acquire) >= target
-            })
-            .await
+            common::eventually(&format!("{target} creations"), || async { created.load(Ordering::Acquire) >= target })
+                .await
         }
     };
+
+    // The certificate is replaced while a client keeps creating Pods.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = creations(cluster.admin(), ns.clone(), stop.clone(), created.clone());
     progress(10).await;
     let next = podgate.harness.ca.leaf("podgate-2", 2091);
     podgate.harness.certs.write(&[("tls.crt", &next.cert_pem), ("tls.key", &next.key_pem)]);
     common::eventually("the new certificate", || async { common::served_certificate(addr, &ca).await == next.der })
         .await;
     progress(10).await;
-    stop.store(true, std::sync::atomic::Ordering::Release);
+    stop.store(true, Ordering::Release);
     let failures = traffic.await.unwrap();
     assert!(failures.is_empty(), "{} creations failed: {failures:#?}", failures.len());
-    let reloads = podgate.harness.metric(r#"podgate_tls_reloads_total{result="success"}"#).await;
-    assert_eq!(reloads, 1.0);
+    assert_eq!(podgate.harness.metric(r#"podgate_tls_reloads_total{result="success"}"#).await, 1.0);
+
+    // The connection the apiserver opened before the rotation goes idle
+    // and is closed; its next connection can only get the new certificate.
+    common::eventually("podgate to close the idle connection", || async { established(addr.port()) == 0 }).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = creations(cluster.admin(), ns.clone(), stop.clone(), created.clone());
+    progress(10).await;
+    assert!(established(addr.port()) > 0, "the apiserver reconnected");
+    stop.store(true, Ordering::Release);
+    let failures = traffic.await.unwrap();
+    assert!(failures.is_empty(), "{} creations failed: {failures:#?}", failures.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
