@@ -79,8 +79,11 @@ fn root_findings(prefix: &str, index: usize, name: &str, pods: Option<usize>) ->
         json!({"check": "readinessProbe", "action": "deny", "field": format!("{c}.readinessProbe"), "container": name,
                "message": format!("readinessProbe missing (container \"{name}\" must set readinessProbe)")}),
     ];
-    if let Some(pods) = pods {
-        findings.iter_mut().for_each(|f| f["pods"] = json!(pods));
+    for finding in &mut findings {
+        finding["line"] = Value::Null;
+        if let Some(pods) = pods {
+            finding["pods"] = json!(pods);
+        }
     }
     findings
 }
@@ -146,17 +149,21 @@ fn expected(ns: &str) -> Value {
     sidecar.iter_mut().for_each(|f| {
         f.as_object_mut().unwrap().remove("pods");
     });
+    // `file` is the API path and `line` null: the contract of `podgate check`, for objects from no file.
+    let lonely = format!("api/v1/namespaces/{ns}/pods/lonely");
+    let web = format!("apis/apps/v1/namespaces/{ns}/deployments/web");
+    let nightly = format!("apis/batch/v1/namespaces/{ns}/cronjobs/nightly");
     json!({"results": [
-        {"source": format!("api/v1/namespaces/{ns}/pods/lonely"), "apiVersion": "v1", "kind": "Pod",
+        {"source": lonely, "file": lonely, "line": null, "apiVersion": "v1", "kind": "Pod",
          "namespace": ns, "name": "lonely", "allowed": true, "exempt": null, "violations": []},
-        {"source": format!("apis/apps/v1/namespaces/{ns}/deployments/web"), "apiVersion": "apps/v1", "kind": "Deployment",
+        {"source": web, "file": web, "line": null, "apiVersion": "apps/v1", "kind": "Deployment",
          "namespace": ns, "name": "web", "allowed": false, "exempt": null,
          "violations": root_findings("spec.template.spec", 0, "app", Some(3)), "pods": 3,
          "differing": [{"kind": "Pod", "count": 1, "examples": [format!("api/v1/namespaces/{ns}/pods/web-1-c")],
                         "allowed": false, "added": sidecar, "missing": []}]},
-        {"source": format!("apis/batch/v1/namespaces/{ns}/cronjobs/nightly"), "apiVersion": "batch/v1", "kind": "CronJob",
+        {"source": nightly, "file": nightly, "line": null, "apiVersion": "batch/v1", "kind": "CronJob",
          "namespace": ns, "name": "nightly", "allowed": true, "exempt": null, "violations": [], "pods": 1},
-    ]})
+    ], "skipped": [], "errors": []})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,7 +355,7 @@ fn auditor(cluster: &Cluster, ns: &str, client: kube::Client) -> Auditor {
     let args = podgate::audit::AuditArgs {
         config: None,
         mode: None,
-        format: podgate::check::Format::Json,
+        format: podgate::audit::AuditFormat::Json,
         namespace: Some(ns.to_owned()),
         page_size: 100,
         kubeconfig: None,

@@ -21,13 +21,20 @@ use std::time::Duration;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use crate::check::{Format, ModeArg};
+use crate::check::ModeArg;
 use crate::config::{Mode, Policy};
 use crate::decode::model::Object;
 use crate::report::{render_audit_text, ObjectResult, Report};
 use crate::verdict::{evaluate_object, Subject};
 use owners::Grouper;
 use source::{for_each_page, Resource, SourceError, RESOURCES};
+
+/// Output format of a one-shot `podgate audit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditFormat {
+    Text,
+    Json,
+}
 
 /// Arguments of `podgate audit`.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,7 +47,7 @@ pub struct AuditArgs {
     pub mode: Option<ModeArg>,
     /// Output format of a one-shot audit.
     #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
+    pub format: AuditFormat,
     /// Audit this namespace only (default: all namespaces).
     #[arg(long, short = 'n', env = "PODGATE_AUDIT_NAMESPACE")]
     pub namespace: Option<String>,
@@ -155,8 +162,8 @@ pub fn run(args: &AuditArgs) -> ExitCode {
             }
         }
         let rendered = match args.format {
-            Format::Json => serde_json::to_string_pretty(&report).expect("report serialises") + "\n",
-            Format::Text => render_audit_text(&report),
+            AuditFormat::Json => serde_json::to_string_pretty(&report).expect("report serialises") + "\n",
+            AuditFormat::Text => render_audit_text(&report),
         };
         let _ = std::io::stdout().write_all(rendered.as_bytes());
         if report.results.iter().any(|r| !r.allowed || r.differing.iter().any(|d| !d.allowed)) {
@@ -206,7 +213,7 @@ pub async fn audit(
         })
         .await?;
     }
-    Ok(Report { results: grouper.finish(), notes: notes(policy) })
+    Ok(Report { results: grouper.finish(), notes: notes(policy), ..Report::default() })
 }
 
 /// Evaluates one listed object and hands its result to the grouper.

@@ -147,6 +147,7 @@ mod tests {
             message: message.to_owned(),
             pods: None,
             effect: Effect::Deny,
+            line: None,
         }
     }
 
@@ -163,6 +164,8 @@ mod tests {
             pods: None,
             differing: Vec::new(),
             fully_exempt: false,
+            file: String::new(),
+            line: None,
         }
     }
 

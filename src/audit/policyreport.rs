@@ -334,6 +334,8 @@ mod tests {
             pods: None,
             differing: Vec::new(),
             fully_exempt: exempt.is_some(),
+            file: String::new(),
+            line: None,
         }
     }
 
@@ -342,7 +344,7 @@ mod tests {
         let policy = Policy::default();
         let report = Report {
             results: vec![result("a", "p", None), result("kube-system", "q", Some("system"))],
-            notes: Vec::new(),
+            ..Report::default()
         };
         let reports = build(&policy, &report, 7);
         assert_eq!(reports.len(), 2);
@@ -357,7 +359,7 @@ mod tests {
     fn a_large_namespace_is_split_under_the_limit() {
         let policy = Policy::default();
         let results = (0..3000).map(|i| result("big", &format!("pod-{i:05}-{}", "x".repeat(60)), None)).collect();
-        let reports = build(&policy, &Report { results, notes: Vec::new() }, 7);
+        let reports = build(&policy, &Report { results, ..Report::default() }, 7);
         assert!(reports.len() >= 2, "{} reports", reports.len());
         let names: Vec<&str> = reports.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names[..2], ["podgate", "podgate-2"]);

@@ -6,6 +6,7 @@
 
 pub mod json;
 pub mod list;
+pub mod locate;
 pub mod manifest;
 pub mod model;
 pub mod review;
