@@ -131,9 +131,12 @@ fn admission_policy(policy: &Policy, name: &str, effect: Effect, checks: &[Check
         variable("podSecurityContext", "variables.spec.?securityContext.orValue({})"),
         variable("batch", "variables.spec.?restartPolicy.orValue('') in ['Never', 'OnFailure']"),
         variable("ephemeralOnly", "request.?subResource.orValue('') == 'ephemeralcontainers'"),
-        variable("containers", CONTAINERS),
     ];
+    variables.extend(LIST_VARIABLES.iter().map(|(name, expression)| variable(name, expression)));
     for &check in checks {
+        if check == CheckId::ProbeSettings {
+            variables.extend(probe_flag_variables(policy).iter().map(|(name, expression)| variable(name, expression)));
+        }
         let findings = findings(policy, check, prefix);
         let exempt: Vec<String> =
             policy.exemptions.iter().filter(|e| !e.is_full() && e.covers(check)).map(exemption_matches).collect();
@@ -228,25 +231,47 @@ request.operation != 'UPDATE' || request.?subResource.orValue('') == 'ephemeralc
    object.?spec.?jobTemplate.?spec.?template != oldObject.?spec.?jobTemplate.?spec.?template :
  object.?spec.?template != oldObject.?spec.?template)";
 
-/// Every container to judge, as `{c: container, who: 'container \"app\"',
-/// probes: whether liveness and readiness probes are required}`, in the
-/// webhook's order: containers, init containers, ephemeral containers. For
-/// `pods/ephemeralcontainers` only the ephemeral containers after those in
-/// `oldObject` (the API only appends to that list and refuses any change to
-/// an existing entry, so they are a prefix).
-const CONTAINERS: &str = "\
-(variables.ephemeralOnly ? [] :
-  variables.spec.?containers.orValue([]).map(c,
-    {'c': c, 'who': dyn('container \"' + c.name + '\"'), 'probes': dyn(!variables.batch)}) +
-  variables.spec.?initContainers.orValue([]).map(c,
-    {'c': c, 'who': dyn('init container \"' + c.name + '\"'),
-     'probes': dyn(!variables.batch && c.?restartPolicy.orValue('') == 'Always')})) +
-(variables.ephemeralOnly ?
+/// The containers to judge, per list, in the webhook's order (containers,
+/// init containers, ephemeral containers). For `pods/ephemeralcontainers`
+/// only the ephemeral containers after those in `oldObject` (the API only
+/// appends to that list and refuses any change to an existing entry, so
+/// they are a prefix).
+const LIST_VARIABLES: [(&str, &str); 3] = [
+    ("containers", "variables.ephemeralOnly ? [] : variables.spec.?containers.orValue([])"),
+    ("initContainers", "variables.ephemeralOnly ? [] : variables.spec.?initContainers.orValue([])"),
+    (
+        "ephemeralContainers",
+        "variables.ephemeralOnly ?
   [variables.spec.?ephemeralContainers.orValue([])].map(all,
     [size(oldObject.?spec.?ephemeralContainers.orValue([]))].map(old,
       old <= size(all) ? all.slice(old, size(all)) : [])[0])[0] :
-  variables.spec.?ephemeralContainers.orValue([])).map(c,
-    {'c': c, 'who': dyn('ephemeral container \"' + c.name + '\"'), 'probes': dyn(false)})";
+variables.spec.?ephemeralContainers.orValue([])",
+    ),
+];
+
+/// `template`, written for one container `x.c` of `variables.containers`
+/// that messages call `x.who` and that needs probes when `x.probes`, once
+/// per container list, concatenated. (Wrapping each container in a map
+/// with those values once would read better but costs the apiserver about
+/// as much CPU as all checks together.)
+fn per_list(template: &str) -> String {
+    const LISTS: [(&str, &str, &str); 3] = [
+        ("containers", "container", "!variables.batch"),
+        ("initContainers", "init container", "!variables.batch && x.?restartPolicy.orValue('') == 'Always'"),
+        ("ephemeralContainers", "ephemeral container", "false"),
+    ];
+    LISTS
+        .iter()
+        .map(|(list, who, probes)| {
+            template
+                .replace("variables.containers", &format!("variables.{list}"))
+                .replace("x.who", &format!("'{who} \"' + x.name + '\"'"))
+                .replace("x.probes", &format!("({probes})"))
+                .replace("x.c", "x")
+        })
+        .collect::<Vec<_>>()
+        .join(" +\n")
+}
 
 /// Whether an exemption rule matches the request: every selector it sets
 /// (`config::Exemption::matches`).
@@ -285,14 +310,14 @@ fn findings(policy: &Policy, check: CheckId, prefix: &str) -> String {
         CheckId::RunAsNonRoot => {
             let own = "x.c.?securityContext.?runAsNonRoot";
             let pod = "variables.podSecurityContext.?runAsNonRoot";
-            format!(
+            per_list(&format!(
                 "variables.containers.filter(x, !{own}.orValue({pod}.orValue(false))).map(x,\n  {open} + \
                  ({own}.hasValue() ? x.who + ' must not set securityContext.runAsNonRoot=false' :\n   \
                  {pod}.hasValue() ? 'pod must not set securityContext.runAsNonRoot=false, or ' + x.who + \
                  ' must set securityContext.runAsNonRoot=true' :\n   \
                  'pod or ' + x.who + ' must set securityContext.runAsNonRoot=true') + ')')",
                 open = p("runAsNonRoot != true (")
-            )
+            ))
         }
         CheckId::RunAsUser => {
             let rule = &policy.checks.run_as_user;
@@ -310,35 +335,39 @@ fn findings(policy: &Policy, check: CheckId, prefix: &str) -> String {
             };
             let pod = "variables.podSecurityContext.runAsUser";
             let own = "x.c.securityContext.runAsUser";
+            let open = p("runAsUser=");
             format!(
                 "(!variables.ephemeralOnly && variables.podSecurityContext.?runAsUser.hasValue() && {pod_bad} ?\n  \
-                 [{open} + string({pod}) + ' (pod must ' + {pod_fix} + ')'] : []) +\n\
-                 variables.containers.filter(x, x.c.?securityContext.?runAsUser.hasValue() && {own_bad}).map(x,\n  \
-                 {open} + string({own}) + ' (' + x.who + ' must ' + {own_fix} + ')')",
-                open = p("runAsUser="),
+                 [{open} + string({pod}) + ' (pod must ' + {pod_fix} + ')'] : []) +\n{containers}",
                 pod_bad = bad(pod),
                 pod_fix = fix(pod),
-                own_bad = bad(own),
-                own_fix = fix(own),
+                containers = per_list(&format!(
+                    "variables.containers.filter(x, x.c.?securityContext.?runAsUser.hasValue() && {own_bad}).map(x,\n  \
+                     {open} + string({own}) + ' (' + x.who + ' must ' + {own_fix} + ')')",
+                    own_bad = bad(own),
+                    own_fix = fix(own),
+                )),
             )
         }
-        CheckId::AllowPrivilegeEscalation => format!(
-            "variables.containers.map(x, [\n  \
+        CheckId::AllowPrivilegeEscalation => per_list(&format!(
+            "variables.containers.filter(x,\n  \
+             x.c.?securityContext.?allowPrivilegeEscalation.orValue(true) || x.c.?securityContext.?privileged.orValue(false)\n\
+             ).map(x, [\n  \
              x.c.?securityContext.?allowPrivilegeEscalation.orValue(true) ?\n    \
              {ape} + x.who + ' must set securityContext.allowPrivilegeEscalation=false)' : '',\n  \
              x.c.?securityContext.?privileged.orValue(false) ?\n    \
              {privileged} + x.who + ' must not set securityContext.privileged=true)' : ''\n\
-             ].filter(m, m != '').join('; ')).filter(m, m != '')",
+             ].filter(m, m != '').join('; '))",
             ape = p("allowPrivilegeEscalation != false ("),
             privileged = p("privileged ("),
-        ),
+        )),
         CheckId::LivenessProbe | CheckId::ReadinessProbe => {
             let field = check.as_str();
-            format!(
+            per_list(&format!(
                 "variables.containers.filter(x, x.probes && !has(x.c.{field})).map(x,\n  \
                  {open} + x.who + ' must set {field})')",
                 open = p(&format!("{field} missing ("))
-            )
+            ))
         }
         CheckId::ProbeSettings => probe_settings(policy, prefix),
     }
@@ -393,32 +422,97 @@ fn probe_settings(policy: &Policy, prefix: &str) -> String {
         max_period = rule.max_period_seconds,
         max_delay = rule.max_initial_delay_seconds,
     );
-    // The webhook compares the handler fields it reads (exec.command,
-    // httpGet path/port/host/scheme, tcpSocket port/host, grpc port/service),
-    // not e.g. httpHeaders; so does this.
-    let identical = if rule.forbid_identical_liveness_readiness {
-        format!(
-            ",\n  has(x.c.livenessProbe) && has(x.c.readinessProbe) &&\n  \
-             [x.c.livenessProbe].map(l, [x.c.readinessProbe].map(r,\n    \
-             has(l.exec) == has(r.exec) && l.?exec.?command.orValue([]) == r.?exec.?command.orValue([]) &&\n    \
-             has(l.httpGet) == has(r.httpGet) && l.?httpGet.?path == r.?httpGet.?path &&\n    \
-             l.?httpGet.?port == r.?httpGet.?port && l.?httpGet.?host == r.?httpGet.?host &&\n    \
-             l.?httpGet.?scheme == r.?httpGet.?scheme &&\n    \
-             has(l.tcpSocket) == has(r.tcpSocket) && l.?tcpSocket.?port == r.?tcpSocket.?port &&\n    \
-             l.?tcpSocket.?host == r.?tcpSocket.?host &&\n    \
-             has(l.grpc) == has(r.grpc) && l.?grpc.?port == r.?grpc.?port && l.?grpc.?service == r.?grpc.?service)[0])[0] ?\n  \
-             {p} + 'livenessProbe == readinessProbe (' + x.who + \
-             ' must give livenessProbe a different handler than readinessProbe)' : ''"
-        )
-    } else {
-        String::new()
-    };
+    let flags = probe_flag_variables(policy);
+    let mut messages =
+        format!("['livenessProbe', 'readinessProbe', 'startupProbe'].filter(n, n in x.c).map(n,\n  {probe})");
+    if rule.forbid_identical_liveness_readiness {
+        messages.push_str(&format!(
+            " +\n  [{IDENTICAL} ?\n  {p} + 'livenessProbe == readinessProbe (' + x.who + \
+             ' must give livenessProbe a different handler than readinessProbe)' : '']"
+        ));
+    }
+    let none_flagged: Vec<String> = flags.iter().map(|(name, _)| format!("size(variables.{name})")).collect();
+    let flagged: Vec<String> = flags.iter().map(|(name, _)| format!("x.c.name in variables.{name}")).collect();
     format!(
-        "variables.containers.map(x, (\n  \
-         ['livenessProbe', 'readinessProbe', 'startupProbe'].filter(n, n in x.c).map(n,\n  {probe}){identical_list}\n\
-         ).filter(m, m != '').join('; ')).filter(m, m != '')",
-        identical_list = if identical.is_empty() { String::new() } else { format!(" + [{}]", &identical[2..]) },
+        "{} == 0 ? [] : (\n{})",
+        none_flagged.join(" + "),
+        per_list(&format!(
+            "variables.containers.filter(x, {}).map(x, (\n  {messages}\n).filter(m, m != '').join('; '))",
+            any(&flagged)
+        ))
     )
+}
+
+/// The webhook compares the handler fields it reads (exec.command, httpGet
+/// path/port/host/scheme, tcpSocket port/host, grpc port/service), not e.g.
+/// httpHeaders; so does this.
+const IDENTICAL: &str = "has(x.c.livenessProbe) && has(x.c.readinessProbe) &&\n  \
+    [x.c.livenessProbe].map(l, [x.c.readinessProbe].map(r,\n    \
+    has(l.exec) == has(r.exec) && l.?exec.?command.orValue([]) == r.?exec.?command.orValue([]) &&\n    \
+    has(l.httpGet) == has(r.httpGet) && l.?httpGet.?path == r.?httpGet.?path &&\n    \
+    l.?httpGet.?port == r.?httpGet.?port && l.?httpGet.?host == r.?httpGet.?host &&\n    \
+    l.?httpGet.?scheme == r.?httpGet.?scheme &&\n    \
+    has(l.tcpSocket) == has(r.tcpSocket) && l.?tcpSocket.?port == r.?tcpSocket.?port &&\n    \
+    l.?tcpSocket.?host == r.?tcpSocket.?host &&\n    \
+    has(l.grpc) == has(r.grpc) && l.?grpc.?port == r.?grpc.?port && l.?grpc.?service == r.?grpc.?service)[0])[0]";
+
+/// Variables naming the containers that have some `probeSettings` finding,
+/// one per probe (and one for identical probes when that is forbidden).
+/// Messages are then built only for those containers, so that a compliant
+/// pod costs little at any size: the apiserver cancels an expression over
+/// its per-expression cost limit, and one pass per probe keeps each of these
+/// well under it. (Container names are unique in a pod, API validation.)
+fn probe_flag_variables(policy: &Policy) -> Vec<(String, String)> {
+    let rule = &policy.checks.probe_settings;
+    let mut flags: Vec<(String, String)> =
+        [("livenessProbe", "Liveness"), ("readinessProbe", "Readiness"), ("startupProbe", "Startup")]
+            .iter()
+            .map(|(field, suffix)| {
+                let probe = format!("x.c.{field}");
+                (
+                    format!("probeSettings{suffix}"),
+                    per_list(&format!(
+                        "variables.containers.filter(x, has({probe}) && ({})).map(x, x.c.name)",
+                        probe_flagged(&probe, rule)
+                    )),
+                )
+            })
+            .collect();
+    if rule.forbid_identical_liveness_readiness {
+        flags.push((
+            "probeSettingsIdentical".to_owned(),
+            per_list(&format!("variables.containers.filter(x, {IDENTICAL}).map(x, x.c.name)")),
+        ));
+    }
+    flags
+}
+
+/// Whether the probe at `probe` has any `probeSettings` finding: the
+/// conditions of the message builder in [`probe_settings`], without the
+/// messages.
+fn probe_flagged(probe: &str, rule: &crate::config::ProbeSettingsRule) -> String {
+    let port = |action: &str| {
+        format!(
+            "has({probe}.{action}) && (!has({probe}.{action}.port) || (type({probe}.{action}.port) == int ? \
+             {probe}.{action}.port < 1 || {probe}.{action}.port > 65535 : \
+             !x.c.?ports.orValue([]).exists(q, has(q.name) && q.name == {probe}.{action}.port)))"
+        )
+    };
+    let timeout = format!("{probe}.?timeoutSeconds.orValue(1)");
+    let period = format!("{probe}.?periodSeconds.orValue(10)");
+    any(&[
+        format!(
+            "(has({probe}.exec) ? 1 : 0) + (has({probe}.httpGet) ? 1 : 0) + (has({probe}.tcpSocket) ? 1 : 0) + \
+             (has({probe}.grpc) ? 1 : 0) != 1"
+        ),
+        port("httpGet"),
+        port("tcpSocket"),
+        format!("has({probe}.grpc) && (!has({probe}.grpc.port) || {probe}.grpc.port < 1 || {probe}.grpc.port > 65535)"),
+        format!("{timeout} > {period}"),
+        format!("{timeout} > {}", rule.max_timeout_seconds),
+        format!("{period} < {} || {period} > {}", rule.min_period_seconds, rule.max_period_seconds),
+        format!("{probe}.?initialDelaySeconds.orValue(0) > {}", rule.max_initial_delay_seconds),
+    ])
 }
 
 #[cfg(test)]
