@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ChecksConfig;
-use crate::decode::model::{Container, PodSpec};
+use crate::decode::model::{Container, PodSpec, WindowsOptions};
 use crate::extract::PodTarget;
 
 pub mod allow_privilege_escalation;
@@ -119,20 +119,21 @@ pub struct PodView<'s, 'a> {
     /// Path of the pod spec in the submitted object, e.g. `spec.template.spec`.
     pub path: &'static str,
     /// What to evaluate: the whole pod, or only its ephemeral containers.
-    pub scope: Scope,
+    pub scope: Scope<'s>,
 }
 
 /// What part of a pod spec is evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub enum Scope<'s> {
     /// Every container and the pod-level settings: a new or changed object.
     Whole,
     /// Only the ephemeral containers added by a `pods/ephemeralcontainers`
     /// update (`kubectl debug`), which changes nothing else of a running pod.
-    /// The first `existing` ephemeral containers were admitted before and
-    /// cannot change (the API only appends), so they are not judged again:
-    /// a policy tightened since must not block every later debug session.
-    NewEphemeralContainers { existing: usize },
+    /// `existing[i]` is true when ephemeral container `i` was already in the
+    /// pod (`oldObject`): admitted before and unchangeable, so not judged
+    /// again; a policy tightened since must not block every later debug
+    /// session. By name, not position: a patch may put the new one first.
+    NewEphemeralContainers { existing: &'s [bool] },
 }
 
 /// Every container list, for evaluating a whole object.
@@ -145,23 +146,23 @@ impl<'s, 'a> PodView<'s, 'a> {
         PodView { spec: target.spec, path: target.path, scope: Scope::Whole }
     }
 
-    /// A view of only the ephemeral containers of `target` after the first
-    /// `existing` ones.
-    pub fn new_ephemeral_containers_of(target: &PodTarget<'s, 'a>, existing: usize) -> Self {
+    /// A view of only the ephemeral containers of `target` that are not
+    /// marked `existing` (see [`Scope::NewEphemeralContainers`]).
+    pub fn new_ephemeral_containers_of(target: &PodTarget<'s, 'a>, existing: &'s [bool]) -> Self {
         PodView { spec: target.spec, path: target.path, scope: Scope::NewEphemeralContainers { existing } }
     }
 
     /// Whether pod-level fields are evaluated.
     pub fn includes_pod_level(&self) -> bool {
-        self.scope == Scope::Whole
+        matches!(self.scope, Scope::Whole)
     }
 
     /// Every container in the evaluated lists, with its position.
     pub fn containers(&self) -> impl Iterator<Item = ContainerRef<'s, 'a>> + '_ {
         let spec = self.spec;
         let path = self.path;
-        let (lists, skip): (&'static [ContainerList], usize) = match self.scope {
-            Scope::Whole => (ALL_LISTS, 0),
+        let (lists, existing): (&'static [ContainerList], &'s [bool]) = match self.scope {
+            Scope::Whole => (ALL_LISTS, &[]),
             Scope::NewEphemeralContainers { existing } => (&[ContainerList::EphemeralContainers], existing),
         };
         lists.iter().flat_map(move |&list| {
@@ -170,7 +171,8 @@ impl<'s, 'a> PodView<'s, 'a> {
                 ContainerList::InitContainers => &spec.init_containers,
                 ContainerList::EphemeralContainers => &spec.ephemeral_containers,
             };
-            containers.iter().enumerate().skip(skip).map(move |(index, container)| ContainerRef {
+            let new = move |(index, _): &(usize, _)| !existing.get(*index).copied().unwrap_or(false);
+            containers.iter().enumerate().filter(new).map(move |(index, container)| ContainerRef {
                 container,
                 list,
                 index,
@@ -182,6 +184,17 @@ impl<'s, 'a> PodView<'s, 'a> {
     /// Pod-level field path, e.g. `spec.template.spec.securityContext.runAsUser`.
     pub fn field(&self, rest: &str) -> String {
         format!("{}.{}", self.path, rest)
+    }
+
+    /// A Windows pod (`spec.os.name: windows`): Linux-only fields cannot be
+    /// set, so checks judge the Windows counterpart instead.
+    pub fn is_windows(&self) -> bool {
+        self.spec.is_windows()
+    }
+
+    /// The pod-level `securityContext.windowsOptions`.
+    pub fn windows_options(&self) -> Option<&'s WindowsOptions> {
+        self.spec.security_context.as_ref().and_then(|sc| sc.windows_options.as_deref())
     }
 
     /// Pods that run to completion (Jobs, CronJobs, batch Pods) need no
@@ -200,7 +213,7 @@ pub struct ContainerRef<'s, 'a> {
     pod_path: &'static str,
 }
 
-impl ContainerRef<'_, '_> {
+impl<'s> ContainerRef<'s, '_> {
     /// Full path of a field of this container, e.g.
     /// `spec.containers[0].securityContext.runAsNonRoot`.
     pub fn field(&self, rest: &str) -> String {
@@ -220,6 +233,11 @@ impl ContainerRef<'_, '_> {
             ContainerList::EphemeralContainers => "ephemeral container",
         };
         format!("{prefix} {:?}", &*self.container.name)
+    }
+
+    /// The container's own `securityContext.windowsOptions`.
+    pub fn windows_options(&self) -> Option<&'s WindowsOptions> {
+        self.container.security_context.as_ref().and_then(|sc| sc.windows_options.as_deref())
     }
 
     /// A sidecar: an init container with `restartPolicy: Always`, which runs
@@ -281,5 +299,73 @@ pub(crate) mod test_support {
     /// The fields of the findings, for compact assertions.
     pub fn fields(findings: &[Finding]) -> Vec<&str> {
         findings.iter().map(|f| f.field.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod windows_tests {
+    //! One table for Windows pods across every check: which checks change
+    //! meaning on Windows (allowPrivilegeEscalation, runAsUser) and which
+    //! apply unchanged (runAsNonRoot and the probe checks).
+    use super::test_support::run_default;
+    use super::*;
+
+    /// The check ids that report findings for `spec`, in registry order.
+    fn failing(spec: &str) -> Vec<CheckId> {
+        let mut failing = Vec::new();
+        for (id, check) in CHECKS {
+            if !run_default(check, spec).is_empty() {
+                failing.push(id);
+            }
+        }
+        failing
+    }
+
+    const PROBES: &str = r#""livenessProbe":{"tcpSocket":{"port":80}},"readinessProbe":{"tcpSocket":{"port":80}}"#;
+
+    #[test]
+    fn windows_pods_across_every_check() {
+        use CheckId::*;
+        let compliant = format!(
+            r#"{{"os":{{"name":"windows"}},"securityContext":{{"runAsNonRoot":true}},"containers":[{{"name":"app",{PROBES}}}]}}"#
+        );
+        let cases: Vec<(&str, String, Vec<CheckId>)> = vec![
+            ("compliant: no Linux-only field needed", compliant.clone(), vec![]),
+            (
+                "HostProcess container",
+                compliant.replace(
+                    r#""name":"app","#,
+                    r#""name":"app","securityContext":{"windowsOptions":{"hostProcess":true}},"#,
+                ),
+                vec![AllowPrivilegeEscalation],
+            ),
+            (
+                "ContainerAdministrator at pod level",
+                compliant.replace(
+                    r#""runAsNonRoot":true"#,
+                    r#""runAsNonRoot":true,"windowsOptions":{"runAsUserName":"CONTAINERADMINISTRATOR"}"#,
+                ),
+                vec![RunAsUser],
+            ),
+            ("runAsNonRoot applies unchanged", compliant.replace(r#""runAsNonRoot":true"#, ""), vec![RunAsNonRoot]),
+            (
+                "probes apply unchanged",
+                compliant.replace(&format!(",{PROBES}"), ""),
+                vec![LivenessProbe, ReadinessProbe],
+            ),
+            (
+                "probe settings apply unchanged",
+                compliant.replace(r#"{"port":80}},"readinessProbe""#, r#"{"port":0}},"readinessProbe""#),
+                vec![ProbeSettings],
+            ),
+            (
+                "the same pod without spec.os is a Linux pod",
+                compliant.replace(r#""os":{"name":"windows"},"#, ""),
+                vec![AllowPrivilegeEscalation],
+            ),
+        ];
+        for (what, spec, expected) in cases {
+            assert_eq!(failing(&spec), expected, "{what}: {spec}");
+        }
     }
 }
