@@ -131,6 +131,8 @@ fn admission_policy(policy: &Policy, name: &str, effect: Effect, checks: &[Check
         variable("podSecurityContext", "variables.spec.?securityContext.orValue({})"),
         variable("batch", "variables.spec.?restartPolicy.orValue('') in ['Never', 'OnFailure']"),
         variable("ephemeralOnly", "request.?subResource.orValue('') == 'ephemeralcontainers'"),
+        // Windows pods are judged by their Windows risks (`checks::PodView::is_windows`).
+        variable("windows", "variables.spec.?os.?name.orValue('') == 'windows'"),
     ];
     variables.extend(LIST_VARIABLES.iter().map(|(name, expression)| variable(name, expression)));
     for &check in checks {
@@ -233,18 +235,17 @@ request.operation != 'UPDATE' || request.?subResource.orValue('') == 'ephemeralc
 
 /// The containers to judge, per list, in the webhook's order (containers,
 /// init containers, ephemeral containers). For `pods/ephemeralcontainers`
-/// only the ephemeral containers after those in `oldObject` (the API only
-/// appends to that list and refuses any change to an existing entry, so
-/// they are a prefix).
+/// only the ephemeral containers whose name is not in `oldObject`'s (the API
+/// refuses any change to an existing one, names are unique, and a patch may
+/// put the new one first).
 const LIST_VARIABLES: [(&str, &str); 3] = [
     ("containers", "variables.ephemeralOnly ? [] : variables.spec.?containers.orValue([])"),
     ("initContainers", "variables.ephemeralOnly ? [] : variables.spec.?initContainers.orValue([])"),
     (
         "ephemeralContainers",
         "variables.ephemeralOnly ?
-  [variables.spec.?ephemeralContainers.orValue([])].map(all,
-    [size(oldObject.?spec.?ephemeralContainers.orValue([]))].map(old,
-      old <= size(all) ? all.slice(old, size(all)) : [])[0])[0] :
+  [oldObject.?spec.?ephemeralContainers.orValue([]).map(o, o.name)].map(old,
+    variables.spec.?ephemeralContainers.orValue([]).filter(c, !(c.name in old)))[0] :
 variables.spec.?ephemeralContainers.orValue([])",
     ),
 ];
@@ -336,8 +337,21 @@ fn findings(policy: &Policy, check: CheckId, prefix: &str) -> String {
             let pod = "variables.podSecurityContext.runAsUser";
             let own = "x.c.securityContext.runAsUser";
             let open = p("runAsUser=");
+            let windows = per_list(&format!(
+                "variables.containers.filter(x,\n  \
+                 x.c.?securityContext.?windowsOptions.?runAsUserName.hasValue() ?\n    \
+                 x.c.securityContext.windowsOptions.runAsUserName.lowerAscii() == 'containeradministrator' :\n    \
+                 {pod_user}.orValue('').lowerAscii() == 'containeradministrator'\n\
+                 ).map(x, {user_open} + (x.c.?securityContext.?windowsOptions.?runAsUserName.hasValue() ?\n    \
+                 x.c.securityContext.windowsOptions.runAsUserName + '\" (' + x.who + \
+                 ' must not set securityContext.windowsOptions.runAsUserName=ContainerAdministrator)' :\n    \
+                 {pod_user}.value() + '\" (pod must not set securityContext.windowsOptions.runAsUserName=\
+                 ContainerAdministrator, or ' + x.who + ' must set it to another user)'))",
+                pod_user = "variables.podSecurityContext.?windowsOptions.?runAsUserName",
+                user_open = p("runAsUserName=\""),
+            ));
             format!(
-                "(!variables.ephemeralOnly && variables.podSecurityContext.?runAsUser.hasValue() && {pod_bad} ?\n  \
+                "variables.windows ? (\n{windows}\n) :\n(!variables.ephemeralOnly && variables.podSecurityContext.?runAsUser.hasValue() && {pod_bad} ?\n  \
                  [{open} + string({pod}) + ' (pod must ' + {pod_fix} + ')'] : []) +\n{containers}",
                 pod_bad = bad(pod),
                 pod_fix = fix(pod),
@@ -349,7 +363,17 @@ fn findings(policy: &Policy, check: CheckId, prefix: &str) -> String {
                 )),
             )
         }
-        CheckId::AllowPrivilegeEscalation => per_list(&format!(
+        CheckId::AllowPrivilegeEscalation => format!(
+            "variables.windows ? (\n\
+             (!variables.ephemeralOnly && variables.podSecurityContext.?windowsOptions.?hostProcess.orValue(false) ?\n  \
+             [{pod_host}] : []) +\n{containers_host}\n) :\n{linux}",
+            pod_host = p("hostProcess (pod must not set securityContext.windowsOptions.hostProcess=true)"),
+            containers_host = per_list(&format!(
+                "variables.containers.filter(x, x.c.?securityContext.?windowsOptions.?hostProcess.orValue(false)).map(x,\n  \
+                 {open} + x.who + ' must not set securityContext.windowsOptions.hostProcess=true)')",
+                open = p("hostProcess (")
+            )),
+            linux = per_list(&format!(
             "variables.containers.filter(x,\n  \
              x.c.?securityContext.?allowPrivilegeEscalation.orValue(true) || x.c.?securityContext.?privileged.orValue(false)\n\
              ).map(x, [\n  \
@@ -360,7 +384,8 @@ fn findings(policy: &Policy, check: CheckId, prefix: &str) -> String {
              ].filter(m, m != '').join('; '))",
             ape = p("allowPrivilegeEscalation != false ("),
             privileged = p("privileged ("),
-        )),
+            )),
+        ),
         CheckId::LivenessProbe | CheckId::ReadinessProbe => {
             let field = check.as_str();
             per_list(&format!(
