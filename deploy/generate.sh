@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Renders charts/podgate into deploy/podgate.yaml, the plain manifests for
-# `kubectl apply -f` users. Never edit podgate.yaml by hand: change the chart
-# and run this script; `cargo test` (tests/chart.rs) fails when they differ.
+# `kubectl apply -f` users, and deploy/podgate-audit.yaml (the optional
+# auditor), and `podgate export vap` of the default policy
+# into deploy/podgate-vap.yaml (copied into the chart as
+# files/podgate-vap.yaml, with the sha256 of the default policy as the chart
+# renders it in files/podgate-vap.policy.sha256). Never edit these by hand:
+# change the chart or the code and run this script; `cargo test`
+# (tests/chart.rs) fails when they differ.
 #
-#   deploy/generate.sh            rewrite deploy/podgate.yaml and deploy/podgate-audit.yaml
+#   deploy/generate.sh            rewrite all of them
 #   deploy/generate.sh FILE       write podgate.yaml to FILE instead ("-" for standard output)
 #   deploy/generate.sh --audit FILE   the same for podgate-audit.yaml
 #
@@ -18,7 +23,8 @@
 # certificate and its cainjector fills the caBundle. Without cert-manager,
 # install with Helm (see README, "Installing in a cluster (Helm)").
 #
-# Needs helm 3 on PATH (or HELM=/path/to/helm): .ci/install.d/helm.sh.
+# Needs helm 3 on PATH (or HELM=/path/to/helm): .ci/install.d/helm.sh; and
+# cargo (or PODGATE=/path/to/podgate) for the export.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -100,4 +106,18 @@ else
     if $both; then
         write render_audit "$root/deploy/podgate-audit.yaml"
     fi
+fi
+
+if $both; then
+    vap="$root/deploy/podgate-vap.yaml"
+    if [ -n "${PODGATE:-}" ]; then
+        "$PODGATE" export vap -o "$vap"
+    else
+        cargo run --quiet --manifest-path "$root/Cargo.toml" -- export vap -o "$vap"
+    fi
+    echo "wrote $vap" >&2
+    cp "$vap" "$root/charts/podgate/files/podgate-vap.yaml"
+    "$helm" template "$release" "$root/charts/podgate" --namespace "$namespace" --show-only templates/deployment.yaml \
+        | sed -n 's/^ *checksum\/policy: *//p' >"$root/charts/podgate/files/podgate-vap.policy.sha256"
+    echo "wrote charts/podgate/files/podgate-vap.yaml and podgate-vap.policy.sha256" >&2
 fi

@@ -1,4 +1,4 @@
-//! The command line: `podgate check`, `podgate serve` and `podgate audit`.
+//! The command line: `podgate check`, `podgate serve`, `podgate audit` and `podgate export`.
 
 use std::process::ExitCode;
 
@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::audit::{self, AuditArgs};
 use crate::check::{self, CheckArgs};
+use crate::export::{self, ExportCommand};
 use crate::server::{self, ServeArgs};
 
 /// A Kubernetes validating admission webhook: non-root, sane UIDs, no
@@ -31,6 +32,9 @@ pub enum Command {
                             combined as in 1m30s, 1.5h, 500ms or 2h45m0.5s; 0 needs no unit."
     )]
     Serve(Box<ServeArgs>),
+    /// Write the policy in another form, e.g. `podgate export vap`.
+    #[command(subcommand)]
+    Export(ExportCommand),
 }
 
 /// Parses the command line and runs the command.
@@ -40,5 +44,6 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Serve(args) => server::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Export(command) => export::run(command),
     }
 }

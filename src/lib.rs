@@ -8,8 +8,9 @@
 //! [`server`] for `podgate serve`, the HTTPS webhook. `podgate check` gets
 //! its documents from [`source`]: files, and Helm charts and kustomizations
 //! rendered by their own tools.
-//! [`config`] holds the policy the admin sets; [`duration`] and [`time`]
-//! read and write the standard formats (Go durations, RFC 3339).
+//! [`config`] holds the policy the admin sets; [`export`] renders it for
+//! other enforcement points (ValidatingAdmissionPolicy); [`duration`] and
+//! [`time`] read and write the standard formats (Go durations, RFC 3339).
 
 pub mod audit;
 pub mod check;
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod duration;
+pub mod export;
 pub mod extract;
 pub mod report;
 pub mod server;
