@@ -6,14 +6,17 @@
 //! path) -> [`checks`] (pod spec -> findings) -> [`verdict`] (findings +
 //! policy -> allow/deny/warn) -> [`report`] for `podgate check`, or
 //! [`server`] for `podgate serve`, the HTTPS webhook.
-//! [`config`] holds the policy the admin sets.
+//! [`config`] holds the policy the admin sets; [`duration`] and [`time`]
+//! read and write the standard formats (Go durations, RFC 3339).
 
 pub mod check;
 pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod duration;
 pub mod extract;
 pub mod report;
 pub mod server;
+pub mod time;
 pub mod verdict;
