@@ -385,8 +385,9 @@ fn creations(
 async fn certificate_rotation_under_apiserver_traffic_fails_no_request() {
     let Some(cluster) = cluster().await else { return };
     let ns = cluster.namespace("rotation").await;
-    // podgate closes connections idle for 1 s (--idle-timeout), so that the second
-    // half can make the apiserver open a new one.
+    // podgate closes connections idle for 1 s (`--idle-timeout`, which
+    // covers HTTP/2), so that the second half can make the apiserver open a
+    // new one.
     let extra = ["--cert-reload-interval", "50ms", "--idle-timeout", "1s"];
     let mut podgate = Podgate::register_with(cluster, "rotation", &[], &[], &extra).await;
     let addr = podgate.harness.server.webhook_addr();
