@@ -5,9 +5,12 @@
 //! [`decode`] (bytes -> lean model) -> [`extract`] (object -> pod spec and its
 //! path) -> [`checks`] (pod spec -> findings) -> [`verdict`] (findings +
 //! policy -> allow/deny/warn) -> [`report`] for `podgate check`, or
-//! [`server`] for `podgate serve`, the HTTPS webhook.
-//! [`config`] holds the policy the admin sets; [`duration`] and [`time`]
-//! read and write the standard formats (Go durations, RFC 3339).
+//! [`server`] for `podgate serve`, the HTTPS webhook. `podgate check` gets
+//! its documents from [`source`]: files, and Helm charts and kustomizations
+//! rendered by their own tools.
+//! [`config`] holds the policy the admin sets; [`export`] renders it for
+//! other enforcement points (ValidatingAdmissionPolicy); [`duration`] and
+//! [`time`] read and write the standard formats (Go durations, RFC 3339).
 
 pub mod check;
 pub mod checks;
@@ -15,8 +18,10 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod duration;
+pub mod export;
 pub mod extract;
 pub mod report;
 pub mod server;
+pub mod source;
 pub mod time;
 pub mod verdict;
