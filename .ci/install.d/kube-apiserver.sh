@@ -21,6 +21,10 @@
     fi
     # etcd-server's package starts a system etcd on :2379; the tests run
     # their own on free ports and need none.
+    # A kube-apiserver of one's own (any 1.30 or newer) needs no unpacking.
+    if [ -n "${PODGATE_KUBE_APISERVER:-}" ] && [ -x "$PODGATE_KUBE_APISERVER" ]; then
+        exit 0
+    fi
     dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
     xz_file=""
     while [ "$dir" != "/" ]; do
@@ -31,7 +35,7 @@
         dir="$(dirname "$dir")"
     done
     if [ -z "$xz_file" ]; then
-        echo "kube-apiserver.sh: no shared/k8s/kube-apiserver.xz above the repository" >&2
+        echo "kube-apiserver.sh: no shared/k8s/kube-apiserver.xz above the repository; set PODGATE_KUBE_APISERVER" >&2
         exit 1
     fi
     target="$tools/bin/kube-apiserver"
