@@ -8,8 +8,11 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config::{Mode, Policy};
+use jiff::Timestamp;
+
+use crate::config::{Expiry, Mode, Policy};
 use crate::decode::manifest::{for_each_document, Syntax};
+use crate::exemption;
 use crate::extract::WorkloadKind;
 use crate::report::{render_text, ObjectResult, Report, Tally};
 use crate::verdict::{evaluate_object, Subject};
@@ -37,6 +40,11 @@ pub struct CheckArgs {
     /// Namespace assumed for objects that set none (for namespace exemptions).
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
+    /// Judge exemption expiry at this time instead of now: a date
+    /// (2027-03-31, midnight UTC) or an RFC 3339 time, e.g. to see what
+    /// is denied once a waiver has run out.
+    #[arg(long, value_name = "TIME", value_parser = parse_now)]
+    pub now: Option<Timestamp>,
     /// Files or directories (searched recursively for *.yaml, *.yml, *.json);
     /// `-` reads standard input. With no path and no `--config`, nothing to do.
     pub paths: Vec<PathBuf>,
@@ -47,6 +55,10 @@ pub struct CheckArgs {
 pub enum ModeArg {
     Enforce,
     Audit,
+}
+
+fn parse_now(text: &str) -> Result<Timestamp, String> {
+    Expiry::parse(text).map(|expiry| expiry.at)
 }
 
 /// Runs `podgate check` and returns its exit code.
@@ -67,6 +79,13 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             ModeArg::Audit => Mode::Audit,
         };
     }
+    let now = args.now.unwrap_or_else(Timestamp::now);
+    if args.config.is_some() {
+        // Warnings about the exemption rules; they do not change the exit code.
+        for warning in exemption::lint(&policy, now) {
+            eprintln!("podgate check: warning: {warning}");
+        }
+    }
     if args.paths.is_empty() {
         if args.config.is_some() {
             // `podgate check --config FILE` alone lints the configuration.
@@ -81,7 +100,20 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     let mut tally = Tally::default();
     for input in &args.paths {
         for file in expand(input, &mut tally) {
-            check_file(&file, &policy, args.namespace.as_deref(), &mut report, &mut tally);
+            check_file(&file, &policy, args.namespace.as_deref(), now, &mut report, &mut tally);
+        }
+    }
+    // Rules naming objects that none of the objects checked belongs to:
+    // a typo, or a workload that is gone.
+    if args.config.is_some() && !report.results.is_empty() {
+        for rule in policy.exemptions.iter().filter(|rule| !rule.objects.is_empty()) {
+            let label = rule.label();
+            if !report.results.iter().any(|r| r.exemptions.iter().any(|e| e.rule == label)) {
+                eprintln!(
+                    "podgate check: warning: exemption \"{label}\": names objects, but matched none of the {} objects checked",
+                    report.results.len()
+                );
+            }
         }
     }
 
@@ -137,7 +169,14 @@ fn expand(input: &Path, tally: &mut Tally) -> Vec<PathBuf> {
     files
 }
 
-fn check_file(file: &Path, policy: &Policy, default_namespace: Option<&str>, report: &mut Report, tally: &mut Tally) {
+fn check_file(
+    file: &Path,
+    policy: &Policy,
+    default_namespace: Option<&str>,
+    now: Timestamp,
+    report: &mut Report,
+    tally: &mut Tally,
+) {
     let name = if file == Path::new("-") { "<stdin>".to_owned() } else { file.display().to_string() };
     let text = match read(file) {
         Ok(text) => text,
@@ -172,12 +211,15 @@ fn check_file(file: &Path, policy: &Policy, default_namespace: Option<&str>, rep
                 .or_else(|| metadata.and_then(|m| m.namespace.as_deref()))
                 .or(default_namespace);
             let name = metadata.and_then(|m| m.name.as_deref().or(m.generate_name.as_deref()));
-            let subject = Subject {
-                namespace,
-                username: found.user_info.as_ref().and_then(|u| u.username.as_deref()),
-                groups: found.user_info.as_ref().map_or(&[], |u| u.groups.as_slice()),
-            };
-            let verdict = evaluate_object(policy, &subject, kind, object);
+            // A manifest is judged as written; an AdmissionReview in a file
+            // as the webhook would judge it, with its requesting user.
+            let mut subject = Subject::stored(kind, object, namespace);
+            if let Some(user) = &found.user_info {
+                subject.username = user.username.as_deref();
+                subject.groups = user.groups.as_slice();
+                subject.as_stored = false;
+            }
+            let verdict = evaluate_object(policy, &subject, kind, object, now);
             report.results.push(ObjectResult::new(
                 source.clone(),
                 api_version.to_owned(),

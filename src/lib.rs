@@ -6,13 +6,15 @@
 //! path) -> [`checks`] (pod spec -> findings) -> [`verdict`] (findings +
 //! policy -> allow/deny/warn) -> [`report`] for `podgate check`, or
 //! [`server`] for `podgate serve`, the HTTPS webhook.
-//! [`config`] holds the policy the admin sets.
+//! [`config`] holds the policy the admin sets; [`exemption`] decides which
+//! of its exemption rules apply to an object at a given time.
 
 pub mod check;
 pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod exemption;
 pub mod extract;
 pub mod report;
 pub mod server;

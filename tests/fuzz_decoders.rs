@@ -89,8 +89,11 @@ fn review_through_engine(body: &[u8], policy: &Policy) -> bool {
             namespace: request.namespace.as_deref(),
             username: request.user_info.as_ref().and_then(|u| u.username.as_deref()),
             groups: request.user_info.as_ref().map_or(&[], |u| u.groups.as_slice()),
+            name: object.metadata.as_ref().and_then(|m| m.name.as_deref()),
+            owner_references: object.metadata.as_ref().map_or(&[], |m| m.owner_references.as_slice()),
+            ..Subject::default()
         };
-        let verdict = evaluate_object(policy, &subject, kind, object);
+        let verdict = evaluate_object(policy, &subject, kind, object, jiff::Timestamp::UNIX_EPOCH);
         // Exercise the message builders too.
         let _ = verdict.denial_message();
         for warning in verdict.warnings() {
@@ -113,8 +116,8 @@ fn manifest_through_engine(text: &str, syntax: Syntax, policy: &Policy) -> usize
                 object.kind.as_deref().unwrap_or_default(),
             );
             if let Some(kind) = kind {
-                let subject = Subject { namespace: None, username: None, groups: &[] };
-                let _ = evaluate_object(policy, &subject, kind, object).denial_message();
+                let subject = Subject::stored(kind, object, None);
+                let _ = evaluate_object(policy, &subject, kind, object, jiff::Timestamp::UNIX_EPOCH).denial_message();
             }
         }
     });

@@ -53,6 +53,26 @@ pub struct ObjectMeta<'a> {
     pub generate_name: Option<Text<'a>>,
     #[serde(borrow, default)]
     pub namespace: Option<Text<'a>>,
+    /// Who owns the object, for exemptions naming its workload. Four
+    /// borrowed strings and a flag per entry (the `uid` and
+    /// `blockOwnerDeletion` are skipped); controllers set exactly one.
+    #[serde(borrow, default, deserialize_with = "nullable_vec")]
+    pub owner_references: Vec<OwnerReference<'a>>,
+}
+
+/// An entry of `metadata.ownerReferences`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerReference<'a> {
+    #[serde(borrow, default)]
+    pub api_version: Text<'a>,
+    #[serde(borrow, default)]
+    pub kind: Text<'a>,
+    #[serde(borrow, default)]
+    pub name: Text<'a>,
+    /// `true` on the reference to the managing controller.
+    #[serde(default)]
+    pub controller: Option<bool>,
 }
 
 /// A submitted Kubernetes object of any kind.

@@ -8,6 +8,7 @@ use clap::Parser;
 
 use crate::check::ModeArg;
 use crate::config::Mode;
+use crate::exemption::Clock;
 
 /// Default `--max-body-bytes`: the apiserver's 3 MiB request limit plus
 /// room for the AdmissionReview envelope.
@@ -103,6 +104,10 @@ pub struct ServeArgs {
     /// a slower client gets HTTP 408.
     #[arg(long, env = "PODGATE_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub request_timeout: Duration,
+    /// The time exemption expiry is judged at: the system clock; tests that
+    /// run the server in-process set a fixed one. Not a flag.
+    #[arg(skip)]
+    pub clock: Clock,
 }
 
 /// Parses only the flags of `podgate serve` (tests and embedders).
@@ -143,22 +148,8 @@ impl ServeArgs {
     }
 }
 
-/// A duration: a number with a unit `ms`, `s`, `m` or `h` (`10s`, `1.5s`,
-/// `500ms`); a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 1m"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {text:?}: use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
-}
+/// Durations take `ms`, `s`, `m`, `h` or `d`; the policy file's parser.
+pub use crate::config::parse_duration;
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
@@ -189,7 +180,8 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("10d").is_err());
+        assert_eq!(parse_duration("14d").unwrap(), Duration::from_secs(14 * 86_400));
+        assert!(parse_duration("10w").is_err());
         assert!(parse_positive_duration("0").is_err());
     }
 
