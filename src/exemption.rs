@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::checks::CheckId;
+use crate::checks::{CheckId, PodView};
 use crate::config::{glob_matches, Exemption, ExemptionEffect, ObjectSelector, Policy};
 use crate::extract::WorkloadKind;
 use crate::verdict::Subject;
@@ -198,8 +198,9 @@ fn objects_match<'s>(
 }
 
 /// Whether `rule` applies to `subject` at `now`: not expired, and every
-/// selector it sets matches. Containers narrow what it covers, not whether
-/// it applies. `lineage` caches the object's owners across the rules.
+/// selector it sets matches. A container-scoped rule also needs one of its
+/// containers in the pod ([`has_container`], checked by the caller).
+/// `lineage` caches the object's owners across the rules.
 pub fn applies<'s>(
     policy: &Policy,
     rule: &Exemption,
@@ -211,6 +212,20 @@ pub fn applies<'s>(
         return false;
     }
     rule.matches(subject.namespace, subject.username, subject.groups) && objects_match(policy, rule, subject, lineage)
+}
+
+/// Whether `pod` has a container (of any kind) that `rule` names; true for a
+/// rule that names none.
+pub fn has_container(rule: &Exemption, pod: &PodView<'_, '_>) -> bool {
+    if rule.containers.is_empty() {
+        return true;
+    }
+    let spec = pod.spec;
+    spec.containers
+        .iter()
+        .chain(&spec.init_containers)
+        .chain(&spec.ephemeral_containers)
+        .any(|c| rule.containers.iter().any(|pattern| glob_matches(pattern, &c.name)))
 }
 
 /// Checks a container-scoped rule must not waive for everyone: container
@@ -292,7 +307,12 @@ fn lists_intersect(a: &[String], b: &[String]) -> bool {
 }
 
 /// Whether some request could match both rules and both cover some check.
+/// A container-scoped rule (a sidecar's) and a workload's rule are about
+/// different things and both applying is expected: not reported.
 fn overlap(a: &Exemption, b: &Exemption) -> bool {
+    if a.containers.is_empty() != b.containers.is_empty() {
+        return false;
+    }
     let checks = a.checks.is_empty() || b.checks.is_empty() || a.checks.iter().any(|c| b.checks.contains(c));
     let namespaces_of = |rule: &Exemption| -> Vec<String> {
         // An object selector pins the namespace too.

@@ -156,7 +156,9 @@ pub fn evaluate<'p>(policy: &'p Policy, subject: &Subject<'_>, pod: &PodView<'_,
     let mut verdict = Verdict::default();
     let mut lineage = None;
     for exemption in &policy.exemptions {
-        if !exemption::applies(policy, exemption, subject, &mut lineage, now) {
+        if !exemption::applies(policy, exemption, subject, &mut lineage, now)
+            || !exemption::has_container(exemption, pod)
+        {
             continue;
         }
         if exemption::expiry_state(exemption, policy.warn_before_expiry, now) == ExpiryState::Expiring {

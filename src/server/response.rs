@@ -81,6 +81,9 @@ pub fn from_verdict(uid: &str, verdict: &Verdict<'_>) -> Vec<u8> {
     }
     if let Some(reason) = verdict.exemption_reason() {
         audit_annotations.insert("exemption", sanitize(&reason));
+        // The rules by name, for audit-log queries (names are validated).
+        let rules: Vec<String> = verdict.exemptions.iter().map(|rule| rule.label()).collect();
+        audit_annotations.insert("exemptionRules", rules.join(","));
     }
     encode(&ReviewOut {
         api_version: API_VERSION,
