@@ -116,9 +116,31 @@ fn is_suffix(text: &str) -> bool {
     text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
-/// `name` is `owner-<suffix>`.
+/// `name` is `owner-<suffix>` as a controller generates it: the prefix
+/// `owner-` (cut to 58 bytes, as the apiserver cuts a long `generateName`),
+/// then lowercase letters, digits and dashes (an indexed Job's Pods are
+/// `JOB-<index>-<random>`).
 fn named_after(name: &str, owner: &str) -> bool {
-    name.strip_prefix(owner).and_then(|rest| rest.strip_prefix('-')).is_some_and(is_suffix)
+    const MAX_GENERATE_NAME_PREFIX: usize = 58;
+    let Some(rest) = name.strip_prefix(owner) else {
+        // The prefix may have been cut; compare what is left of it.
+        let cut = owner.len().min(MAX_GENERATE_NAME_PREFIX);
+        return owner.len() + 1 > MAX_GENERATE_NAME_PREFIX
+            && owner.is_char_boundary(cut)
+            && name.len() > cut
+            && name.starts_with(&owner[..cut])
+            && is_generated(&name[cut..]);
+    };
+    match rest.strip_prefix('-') {
+        Some(suffix) => !suffix.is_empty() && is_generated(suffix),
+        // `owner-` cut right before its dash.
+        None => owner.len() == MAX_GENERATE_NAME_PREFIX && !rest.is_empty() && is_generated(rest),
+    }
+}
+
+/// The generated part of a name: lowercase letters, digits, dashes.
+fn is_generated(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl<'s> Lineage<'s> {
@@ -133,11 +155,7 @@ impl<'s> Lineage<'s> {
         let Some(owner_kind) = WorkloadKind::from_api_version_kind(&reference.api_version, &reference.kind) else {
             return lineage;
         };
-        let owner_name: &'s str = match &reference.name.0 {
-            std::borrow::Cow::Borrowed(name) => name,
-            // An escaped name in the request: rare, and never a valid object name.
-            std::borrow::Cow::Owned(_) => return lineage,
-        };
+        let owner_name: &'s str = &reference.name;
         if owner_name.is_empty() || !owns(owner_kind, kind) || !named_after(name, owner_name) {
             return lineage;
         }
@@ -384,6 +402,16 @@ mod tests {
         // A reference that is not the controller's.
         let plain = [OwnerReference { controller: None, ..rs[0].clone() }];
         assert_eq!(Lineage::of(&policy, &Subject { owner_references: &plain, ..pod }), Lineage::default());
+        // An indexed Job's Pod, and a Pod of a ReplicaSet whose name was too
+        // long for the generated name to keep all of it.
+        let indexed = [owner("batch/v1", "Job", "etl")];
+        let indexed_pod = Subject { name: Some("etl-3-abcde"), owner_references: &indexed, as_stored: true, ..pod };
+        assert_eq!(Lineage::of(&policy, &indexed_pod).owner, Some((WorkloadKind::Job, "etl")));
+        let long_rs_name = format!("{}-7d9f8b6c5", "a".repeat(55));
+        let long_rs = [OwnerReference { name: Text(long_rs_name.clone().into()), ..rs[0].clone() }];
+        let cut_name = format!("{}x2x4q", &long_rs_name[..58]);
+        let long_pod = Subject { name: Some(&cut_name), owner_references: &long_rs, as_stored: true, ..pod };
+        assert_eq!(Lineage::of(&policy, &long_pod).grand_owner, Some((WorkloadKind::Deployment, &*"a".repeat(55))));
         // A kind the owner never creates.
         let sts = [owner("apps/v1", "StatefulSet", "legacy-7d9f8b6c5")];
         let job_of_sts = Subject { kind: Some(WorkloadKind::Job), owner_references: &sts, as_stored: true, ..pod };
