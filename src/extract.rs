@@ -90,6 +90,7 @@ static EMPTY_POD_SPEC: PodSpec<'static> = PodSpec {
     ephemeral_containers: Vec::new(),
     security_context: None,
     restart_policy: None,
+    os: None,
 };
 
 /// Finds the pod spec of `object`, whose kind the caller already recognised.

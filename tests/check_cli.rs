@@ -36,6 +36,9 @@ fn accepts_valid_directory_recursively() {
     assert_eq!(output.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", stderr(&output));
     assert!(stdout.contains("PASS  Deployment shop/web"), "{stdout}");
     assert!(stdout.contains("PASS  CronJob shop/nightly-report"), "{stdout}");
+    // Windows workloads without Linux-only fields (the API refuses them there).
+    assert!(stdout.contains("PASS  Pod shop/iis"), "{stdout}");
+    assert!(stdout.contains("PASS  Deployment shop/win-web"), "{stdout}");
     // The ConfigMap beside the CronJob is not a workload.
     assert!(stdout.contains("1 document skipped"), "{stdout}");
 }
@@ -105,6 +108,39 @@ fn rejects_cronjob_with_job_template_paths() {
             "spec.jobTemplate.spec.template.spec.containers[0].securityContext.privileged",
         ],
         "a restartPolicy: Never pod needs no probes"
+    );
+}
+
+#[test]
+fn rejects_windows_host_process_and_administrator() {
+    let output = podgate(&["check", "--format", "json", &path("manifests/bad/windows-hostprocess.yaml")]);
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    let report = json_report(&output);
+    let violations: Vec<(&str, &str, &str)> = report["results"][0]["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["check"].as_str().unwrap(), v["field"].as_str().unwrap(), v["message"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        violations,
+        [
+            (
+                "runAsUser",
+                "spec.template.spec.containers[0].securityContext.windowsOptions.runAsUserName",
+                r#"runAsUserName="containeradministrator" (container "agent" must not set securityContext.windowsOptions.runAsUserName=ContainerAdministrator)"#
+            ),
+            (
+                "allowPrivilegeEscalation",
+                "spec.template.spec.securityContext.windowsOptions.hostProcess",
+                "hostProcess (pod must not set securityContext.windowsOptions.hostProcess=true)"
+            ),
+            (
+                "allowPrivilegeEscalation",
+                "spec.template.spec.containers[0].securityContext.windowsOptions.hostProcess",
+                r#"hostProcess (container "agent" must not set securityContext.windowsOptions.hostProcess=true)"#
+            ),
+        ]
     );
 }
 

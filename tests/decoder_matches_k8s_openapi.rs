@@ -111,3 +111,27 @@ fn lean_review_decoder_agrees_with_upstream_types() {
     // The fixture is realistic: it really exercises these fields.
     assert!(!our_spec.containers.is_empty() && !our_spec.init_containers.is_empty());
 }
+
+#[test]
+fn lean_decoder_reads_windows_fields_as_upstream_does() {
+    let yaml = fixture("manifests/bad/windows-hostprocess.yaml");
+    let value: serde_json::Value = serde_yaml_ng::from_slice(&yaml).expect("fixture is YAML");
+    let json = serde_json::to_string(&value).unwrap();
+
+    let ours: model::Object = serde_json::from_str(&json).expect("our decoder");
+    let theirs: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_str(&json).expect("k8s-openapi decoder");
+    let our_spec = ours.spec.as_ref().unwrap().template.as_ref().unwrap().spec.as_ref().unwrap();
+    let their_spec = theirs.spec.unwrap().template.spec.unwrap();
+
+    assert!(our_spec.is_windows());
+    assert_eq!(their_spec.os.as_ref().map(|os| os.name.as_str()), Some("windows"));
+    let our_pod = our_spec.security_context.as_ref().and_then(|sc| sc.windows_options.as_deref()).unwrap();
+    let their_pod = their_spec.security_context.as_ref().and_then(|sc| sc.windows_options.as_ref()).unwrap();
+    assert_eq!(our_pod.host_process, their_pod.host_process);
+    assert_eq!(our_pod.run_as_user_name, their_pod.run_as_user_name);
+    let ours = our_spec.containers[0].security_context.as_ref().and_then(|sc| sc.windows_options.as_deref()).unwrap();
+    let theirs = their_spec.containers[0].security_context.as_ref().and_then(|sc| sc.windows_options.as_ref()).unwrap();
+    assert_eq!(ours.host_process, theirs.host_process);
+    assert_eq!(ours.run_as_user_name, theirs.run_as_user_name);
+    assert_eq!(ours.run_as_user_name.as_deref(), Some("containeradministrator"));
+}

@@ -188,7 +188,12 @@ fn arbitrary_bytes_never_panic_the_review_decoder() {
 #[test]
 fn mutated_real_reviews_get_a_verdict_or_an_error() {
     let policy = Policy::default();
-    for name in ["reviews/pod-create.json", "reviews/deployment-create.json", "reviews/pod-update-labels.json"] {
+    for name in [
+        "reviews/pod-create.json",
+        "reviews/deployment-create.json",
+        "reviews/pod-update-labels.json",
+        "reviews/pod-create-windows-hostprocess.json",
+    ] {
         let original: Value = serde_json::from_str(&fixture(name)).unwrap();
         let mut paths = Vec::new();
         pointers(&original, String::new(), &mut paths);

@@ -49,6 +49,28 @@ async fn denies_with_403_and_every_finding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_windows_host_process_pod_without_asking_for_linux_fields() {
+    let h = start(&[]).await;
+    let response = h.review(&fixture("pod-create-windows-hostprocess.json")).await;
+    assert_eq!(response["allowed"], false);
+    // Only the Windows risk: no allowPrivilegeEscalation or runAsUser, which
+    // the API refuses on a Windows pod.
+    assert_eq!(
+        response["status"]["message"],
+        "hostProcess (pod must not set securityContext.windowsOptions.hostProcess=true)"
+    );
+    assert_eq!(
+        response["auditAnnotations"]["violations"],
+        "allowPrivilegeEscalation/deny spec.securityContext.windowsOptions.hostProcess"
+    );
+
+    // The same pod without HostProcess is admitted.
+    let mut review = fixture("pod-create-windows-hostprocess.json");
+    review["request"]["object"]["spec"]["securityContext"]["windowsOptions"]["hostProcess"] = json!(false);
+    assert_eq!(h.review(&review).await["allowed"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_mode_allows_with_warnings_and_audit_annotations() {
     let config = Mount::new(&[("policy.yaml", "mode: audit\nchecks:\n  readinessProbe:\n    action: warn\n")]);
     let path = config.path("policy.yaml").display().to_string();

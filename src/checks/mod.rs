@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ChecksConfig;
-use crate::decode::model::{Container, PodSpec};
+use crate::decode::model::{Container, PodSpec, WindowsOptions};
 use crate::extract::PodTarget;
 
 pub mod allow_privilege_escalation;
@@ -184,6 +184,17 @@ impl<'s, 'a> PodView<'s, 'a> {
         format!("{}.{}", self.path, rest)
     }
 
+    /// A Windows pod (`spec.os.name: windows`): Linux-only fields cannot be
+    /// set, so checks judge the Windows counterpart instead.
+    pub fn is_windows(&self) -> bool {
+        self.spec.is_windows()
+    }
+
+    /// The pod-level `securityContext.windowsOptions`.
+    pub fn windows_options(&self) -> Option<&'s WindowsOptions> {
+        self.spec.security_context.as_ref().and_then(|sc| sc.windows_options.as_deref())
+    }
+
     /// Pods that run to completion (Jobs, CronJobs, batch Pods) need no
     /// liveness or readiness probes: the API forbids probes' purpose there.
     pub fn runs_to_completion(&self) -> bool {
@@ -200,7 +211,7 @@ pub struct ContainerRef<'s, 'a> {
     pod_path: &'static str,
 }
 
-impl ContainerRef<'_, '_> {
+impl<'s> ContainerRef<'s, '_> {
     /// Full path of a field of this container, e.g.
     /// `spec.containers[0].securityContext.runAsNonRoot`.
     pub fn field(&self, rest: &str) -> String {
@@ -220,6 +231,11 @@ impl ContainerRef<'_, '_> {
             ContainerList::EphemeralContainers => "ephemeral container",
         };
         format!("{prefix} {:?}", &*self.container.name)
+    }
+
+    /// The container's own `securityContext.windowsOptions`.
+    pub fn windows_options(&self) -> Option<&'s WindowsOptions> {
+        self.container.security_context.as_ref().and_then(|sc| sc.windows_options.as_deref())
     }
 
     /// A sidecar: an init container with `restartPolicy: Always`, which runs
@@ -281,5 +297,73 @@ pub(crate) mod test_support {
     /// The fields of the findings, for compact assertions.
     pub fn fields(findings: &[Finding]) -> Vec<&str> {
         findings.iter().map(|f| f.field.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod windows_tests {
+    //! One table for Windows pods across every check: which checks change
+    //! meaning on Windows (allowPrivilegeEscalation, runAsUser) and which
+    //! apply unchanged (runAsNonRoot and the probe checks).
+    use super::test_support::run_default;
+    use super::*;
+
+    /// The check ids that report findings for `spec`, in registry order.
+    fn failing(spec: &str) -> Vec<CheckId> {
+        let mut failing = Vec::new();
+        for (id, check) in CHECKS {
+            if !run_default(check, spec).is_empty() {
+                failing.push(id);
+            }
+        }
+        failing
+    }
+
+    const PROBES: &str = r#""livenessProbe":{"tcpSocket":{"port":80}},"readinessProbe":{"tcpSocket":{"port":80}}"#;
+
+    #[test]
+    fn windows_pods_across_every_check() {
+        use CheckId::*;
+        let compliant = format!(
+            r#"{{"os":{{"name":"windows"}},"securityContext":{{"runAsNonRoot":true}},"containers":[{{"name":"app",{PROBES}}}]}}"#
+        );
+        let cases: Vec<(&str, String, Vec<CheckId>)> = vec![
+            ("compliant: no Linux-only field needed", compliant.clone(), vec![]),
+            (
+                "HostProcess container",
+                compliant.replace(
+                    r#""name":"app","#,
+                    r#""name":"app","securityContext":{"windowsOptions":{"hostProcess":true}},"#,
+                ),
+                vec![AllowPrivilegeEscalation],
+            ),
+            (
+                "ContainerAdministrator at pod level",
+                compliant.replace(
+                    r#""runAsNonRoot":true"#,
+                    r#""runAsNonRoot":true,"windowsOptions":{"runAsUserName":"CONTAINERADMINISTRATOR"}"#,
+                ),
+                vec![RunAsUser],
+            ),
+            ("runAsNonRoot applies unchanged", compliant.replace(r#""runAsNonRoot":true"#, ""), vec![RunAsNonRoot]),
+            (
+                "probes apply unchanged",
+                compliant.replace(&format!(",{PROBES}"), ""),
+                vec![LivenessProbe, ReadinessProbe],
+            ),
+            (
+                "probe settings apply unchanged",
+                compliant.replace(r#"{"port":80}},"readinessProbe""#, r#"{"port":0}},"readinessProbe""#),
+                vec![ProbeSettings],
+            ),
+            (
+                "the same pod without spec.os is a Linux pod",
+                compliant.replace(r#""os":{"name":"windows"},"#, ""),
+                vec![AllowPrivilegeEscalation],
+            ),
+        ];
+        for (what, spec, expected) in cases {
+            assert_eq!(failing(&spec), expected, "{what}: {spec}");
+        }
     }
 }

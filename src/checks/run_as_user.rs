@@ -1,11 +1,18 @@
 //! `runAsUser`: every explicitly set UID, at pod level and on each container,
 //! must be non-zero and within `minUid`..=`maxUid`. An unset UID passes here:
 //! `runAsNonRoot` governs the image's default user.
+//!
+//! Windows pods (`spec.os.name: windows`) cannot set `runAsUser` (the API
+//! refuses it); there the check forbids the Windows administrator instead:
+//! an effective `windowsOptions.runAsUserName` (the container's, else the
+//! pod's) of `ContainerAdministrator`, in any case, as Windows compares it.
 
 use super::{CheckId, Finding, PodView};
 use crate::config::{ChecksConfig, RunAsUserRule};
 
 const FIELD: &str = "securityContext.runAsUser";
+const USER_NAME: &str = "securityContext.windowsOptions.runAsUserName";
+const ADMINISTRATOR: &str = "ContainerAdministrator";
 
 /// The largest UID Kubernetes accepts (API validation: 0..=2^31-1).
 pub const KUBERNETES_MAX_UID: i64 = 2_147_483_647;
@@ -27,6 +34,9 @@ fn required_fix(uid: i64, rule: &RunAsUserRule) -> Option<String> {
 }
 
 pub fn check(pod: &PodView<'_, '_>, config: &ChecksConfig, out: &mut Vec<Finding>) {
+    if pod.is_windows() {
+        return check_windows(pod, out);
+    }
     let rule = &config.run_as_user;
     let pod_uid = pod.spec.security_context.as_ref().and_then(|sc| sc.run_as_user);
     if let Some(uid) = pod_uid.filter(|_| pod.includes_pod_level()) {
@@ -44,6 +54,33 @@ pub fn check(pod: &PodView<'_, '_>, config: &ChecksConfig, out: &mut Vec<Finding
         if let Some(fix) = required_fix(uid, rule) {
             out.push(c.finding(CheckId::RunAsUser, FIELD, format!("runAsUser={uid} ({} must {fix})", c.describe())));
         }
+    }
+}
+
+fn is_administrator(user_name: &str) -> bool {
+    user_name.eq_ignore_ascii_case(ADMINISTRATOR)
+}
+
+/// Every container whose effective user is `ContainerAdministrator`; the
+/// message says where the value comes from, like `runAsNonRoot`'s.
+fn check_windows(pod: &PodView<'_, '_>, out: &mut Vec<Finding>) {
+    let pod_user = pod.windows_options().and_then(|w| w.run_as_user_name.as_deref());
+    for c in pod.containers() {
+        let own = c.windows_options().and_then(|w| w.run_as_user_name.as_deref());
+        let (user, fix) = match (own, pod_user) {
+            (Some(user), _) if is_administrator(user) => {
+                (user, format!("{} must not set {USER_NAME}={ADMINISTRATOR}", c.describe()))
+            }
+            (None, Some(user)) if is_administrator(user) => (
+                user,
+                format!(
+                    "pod must not set {USER_NAME}={ADMINISTRATOR}, or {} must set it to another user",
+                    c.describe()
+                ),
+            ),
+            _ => continue,
+        };
+        out.push(c.finding(CheckId::RunAsUser, USER_NAME, format!("runAsUserName={user:?} ({fix})")));
     }
 }
 
@@ -131,6 +168,63 @@ mod tests {
         let mut f = Vec::new();
         check(&PodView::new_ephemeral_containers_of(&target, 0), &ChecksConfig::default(), &mut f);
         assert_eq!(fields(&f), ["spec.ephemeralContainers[0].securityContext.runAsUser"]);
+    }
+
+    fn windows(rest: &str) -> String {
+        format!(r#"{{"os":{{"name":"windows"}},{rest}}}"#)
+    }
+
+    #[test]
+    fn accepts_windows_pod_with_ordinary_user() {
+        for spec in [
+            windows(r#""containers":[{"name":"app"}]"#),
+            windows(
+                r#""containers":[{"name":"app","securityContext":{"windowsOptions":{"runAsUserName":"ContainerUser"}}}]"#,
+            ),
+            // A container's own user overrides the pod's administrator.
+            windows(
+                r#""securityContext":{"windowsOptions":{"runAsUserName":"ContainerAdministrator"}},"containers":[{"name":"app","securityContext":{"windowsOptions":{"runAsUserName":"ContainerUser"}}}]"#,
+            ),
+        ] {
+            assert!(run_default(check, &spec).is_empty(), "{spec}");
+        }
+    }
+
+    #[test]
+    fn rejects_windows_container_administrator_in_any_case() {
+        let spec = windows(
+            r#""containers":[{"name":"app","securityContext":{"windowsOptions":{"runAsUserName":"containeradministrator"}}}]"#,
+        );
+        let f = run_default(check, &spec);
+        assert_eq!(fields(&f), ["spec.containers[0].securityContext.windowsOptions.runAsUserName"]);
+        assert_eq!(
+            f[0].message,
+            r#"runAsUserName="containeradministrator" (container "app" must not set securityContext.windowsOptions.runAsUserName=ContainerAdministrator)"#
+        );
+    }
+
+    #[test]
+    fn rejects_windows_administrator_inherited_from_pod() {
+        let spec = windows(
+            r#""securityContext":{"windowsOptions":{"runAsUserName":"ContainerAdministrator"}},"containers":[{"name":"app"}],"initContainers":[{"name":"i","securityContext":{"windowsOptions":{"runAsUserName":"ContainerUser"}}}]"#,
+        );
+        let f = run_default(check, &spec);
+        assert_eq!(fields(&f), ["spec.containers[0].securityContext.windowsOptions.runAsUserName"]);
+        assert_eq!(
+            f[0].message,
+            r#"runAsUserName="ContainerAdministrator" (pod must not set securityContext.windowsOptions.runAsUserName=ContainerAdministrator, or container "app" must set it to another user)"#
+        );
+    }
+
+    #[test]
+    fn windows_pods_are_not_judged_by_uid() {
+        // The API refuses runAsUser on Windows pods; the UID rules do not apply.
+        assert!(
+            run_default(check, &windows(r#""securityContext":{"runAsUser":0},"containers":[{"name":"a"}]"#)).is_empty()
+        );
+        // Without spec.os a pod is a Linux pod, and its user name is not read.
+        let linux = r#"{"containers":[{"name":"a","securityContext":{"windowsOptions":{"runAsUserName":"ContainerAdministrator"}}}]}"#;
+        assert!(run_default(check, linux).is_empty());
     }
 
     #[test]

@@ -129,6 +129,25 @@ pub struct PodSpec<'a> {
     pub ephemeral_containers: Vec<Container<'a>>,
     pub security_context: Option<PodSecurityContext>,
     pub restart_policy: Option<Text<'a>>,
+    /// `spec.os`: which operating system the pod runs on. Without it a pod
+    /// is judged as a Linux pod, as Pod Security Admission does.
+    pub os: Option<PodOs<'a>>,
+}
+
+impl PodSpec<'_> {
+    /// `spec.os.name: windows`: Linux-only security fields cannot be set
+    /// (the API refuses them), so the checks judge their Windows
+    /// counterparts instead.
+    pub fn is_windows(&self) -> bool {
+        self.os.as_ref().and_then(|os| os.name.as_deref()) == Some("windows")
+    }
+}
+
+/// `spec.os`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PodOs<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Text<'a>>,
 }
 
 impl<'a> PodSpec<'a> {
@@ -142,8 +161,8 @@ impl<'a> PodSpec<'a> {
         seen: &mut SeenFields,
         map: &mut A,
     ) -> Result<(), A::Error> {
-        const FIELDS: [&str; 5] =
-            ["containers", "initContainers", "ephemeralContainers", "securityContext", "restartPolicy"];
+        const FIELDS: [&str; 6] =
+            ["containers", "initContainers", "ephemeralContainers", "securityContext", "restartPolicy", "os"];
         let Some(index) = FIELDS.iter().position(|field| *field == key) else {
             map.next_value::<IgnoredAny>()?;
             return Ok(());
@@ -154,7 +173,8 @@ impl<'a> PodSpec<'a> {
             1 => self.init_containers = map.next_value::<Containers<'a>>()?.0,
             2 => self.ephemeral_containers = map.next_value::<Containers<'a>>()?.0,
             3 => self.security_context = map.next_value()?,
-            _ => self.restart_policy = map.next_value()?,
+            4 => self.restart_policy = map.next_value()?,
+            _ => self.os = map.next_value()?,
         }
         Ok(())
     }
@@ -221,7 +241,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectSpec<'a> {
                 let mut seen = SeenFields::default();
                 while let Some(key) = map.next_key::<Key<'de>>()? {
                     match &*key.0 {
-                        // Bits 0..5 belong to the pod spec fields.
+                        // Bits 0..6 belong to the pod spec fields.
                         "template" => {
                             seen.first_time::<A::Error>(8, "template")?;
                             spec.template = map.next_value()?
@@ -248,6 +268,23 @@ pub struct PodSecurityContext {
     pub run_as_non_root: Option<bool>,
     #[serde(default)]
     pub run_as_user: Option<i64>,
+    #[serde(default)]
+    pub windows_options: Option<Box<WindowsOptions>>,
+}
+
+/// `securityContext.windowsOptions`, read only for pods with
+/// `spec.os.name: windows`. Boxed: absent on almost every pod, so it costs
+/// a pointer there.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowsOptions {
+    /// A HostProcess container: Windows' privileged container, with the
+    /// node's network, processes and file system.
+    #[serde(default)]
+    pub host_process: Option<bool>,
+    /// The Windows user the entrypoint runs as.
+    #[serde(default)]
+    pub run_as_user_name: Option<String>,
 }
 
 /// A container of any kind: regular, init or ephemeral.
@@ -296,6 +333,8 @@ pub struct SecurityContext {
     pub allow_privilege_escalation: Option<bool>,
     #[serde(default)]
     pub privileged: Option<bool>,
+    #[serde(default)]
+    pub windows_options: Option<Box<WindowsOptions>>,
 }
 
 /// A liveness, readiness or startup probe.
