@@ -185,9 +185,20 @@ fn arbitrary_bytes_never_panic_the_review_decoder() {
         .unwrap();
 }
 
+/// Waivers naming the fixtures' workloads (the Pod of `pod-create.json`
+/// belongs to Deployment `prod/backend`), so that mutated names, owner
+/// references and users also go through the waiver matching.
+fn waiver_policy() -> Policy {
+    Policy::from_yaml(
+        "exemptions:\n- name: backend\n  objects: [{namespace: prod, kind: Deployment, name: back*}]\n  expires: 2030-01-01\n  ticket: T-1\n  reason: fuzz\n- name: sidecars\n  namespaces: [prod]\n  containers: [sidecar, migr*]\n  checks: [livenessProbe]\n  effect: audit\n  reason: fuzz\n",
+    )
+    .unwrap()
+}
+
 #[test]
 fn mutated_real_reviews_get_a_verdict_or_an_error() {
     let policy = Policy::default();
+    let waivers = waiver_policy();
     for name in [
         "reviews/pod-create.json",
         "reviews/deployment-create.json",
@@ -208,7 +219,7 @@ fn mutated_real_reviews_get_a_verdict_or_an_error() {
                 }
                 let body =
                     if pretty { serde_json::to_vec_pretty(&mutated) } else { serde_json::to_vec(&mutated) }.unwrap();
-                review_through_engine(&body, &policy);
+                review_through_engine(&body, if pretty { &waivers } else { &policy });
                 Ok(())
             })
             .unwrap();
