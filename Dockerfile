@@ -32,4 +32,6 @@ ENTRYPOINT ["/usr/local/bin/podgate"]
 CMD ["serve", "--listen=0.0.0.0:8443", "--metrics-listen=0.0.0.0:9090", \
      "--tls-cert=/certs/tls.crt", "--tls-key=/certs/tls.key", \
      "--config=/config/policy.yaml", "--log-format=json", \
-     "--shutdown-delay=5s", "--shutdown-grace=10s"]
+     "--shutdown-delay=5s", "--shutdown-grace=10s", \
+     "--idle-timeout=120s", "--header-read-timeout=5s", \
+     "--max-buffered-bytes=33554432"]

@@ -22,6 +22,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Run the HTTPS admission webhook (POST /validate), with /metrics,
     /// /healthz and /readyz on a plain-HTTP port.
+    #[command(
+        after_help = "Durations are written as in Go and Kubernetes: a number and a unit (ns, us, µs, ms, s, m, h), \
+                            combined as in 1m30s, 1.5h, 500ms or 2h45m0.5s; 0 needs no unit."
+    )]
     Serve(Box<ServeArgs>),
 }
 

@@ -174,8 +174,8 @@ impl ControllerUsernames {
     }
 }
 
-/// A duration in the policy file, written like the command line's
-/// (`14d`, `36h`, `90m`), kept as a [`Duration`].
+/// A duration in the policy file, written like the command line's: Go's
+/// syntax (`336h`, `72h30m`; see [`crate::duration`]), kept as a [`Duration`].
 mod duration_text {
     use super::*;
 
@@ -185,27 +185,8 @@ mod duration_text {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
-        parse_duration(&text).map_err(serde::de::Error::custom)
+        crate::duration::parse_non_negative(&text).map_err(serde::de::Error::custom)
     }
-}
-
-/// A duration: a number with a unit `ms`, `s`, `m`, `h` or `d` (`10s`,
-/// `1.5s`, `500ms`, `14d`); a bare number is seconds. The flags of
-/// `podgate serve` and the policy file share it.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 1m"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86_400.0,
-        other => return Err(format!("unknown unit {other:?} in {text:?}: use ms, s, m, h or d")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// The settings of every check.
@@ -439,15 +420,7 @@ impl Expiry {
     /// a time without one means a different instant in every time zone).
     pub fn parse(text: &str) -> Result<Expiry, String> {
         let text = text.trim();
-        let at = if text.len() == 10 {
-            let date: jiff::civil::Date =
-                text.parse().map_err(|e| format!("{text:?} is not a date like 2027-03-31: {e}"))?;
-            date.to_zoned(jiff::tz::TimeZone::UTC).map_err(|e| format!("{text:?}: {e}"))?.timestamp()
-        } else {
-            text.parse::<jiff::Timestamp>().map_err(|e| {
-                format!("{text:?} is not a date (2027-03-31) or an RFC 3339 time (2027-03-31T18:00:00Z): {e}")
-            })?
-        };
+        let at = crate::time::parse_instant(text).map_err(|e| e.to_string())?;
         Ok(Expiry { at, text: text.to_owned() })
     }
 }

@@ -7,15 +7,18 @@
 //! policy -> allow/deny/warn) -> [`report`] for `podgate check`, or
 //! [`server`] for `podgate serve`, the HTTPS webhook.
 //! [`config`] holds the policy the admin sets; [`exemption`] decides which
-//! of its exemption rules apply to an object at a given time.
+//! of its exemption rules apply to an object at a given time; [`duration`]
+//! and [`time`] read and write the standard formats (Go durations, RFC 3339).
 
 pub mod check;
 pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod decode;
+pub mod duration;
 pub mod exemption;
 pub mod extract;
 pub mod report;
 pub mod server;
+pub mod time;
 pub mod verdict;

@@ -29,7 +29,7 @@ const NAMESPACE: &str = "podgate";
 /// kubernetes-validate knows.
 const KUBERNETES_VERSIONS: [&str; 3] = ["1.25.0", "1.33.0", "1.37.0"];
 /// The `podgate serve` arguments the chart and the server agreed on.
-const SERVE_ARGS: [&str; 9] = [
+const SERVE_ARGS: [&str; 12] = [
     "serve",
     "--listen=0.0.0.0:8443",
     "--metrics-listen=0.0.0.0:9090",
@@ -39,6 +39,9 @@ const SERVE_ARGS: [&str; 9] = [
     "--log-format=json",
     "--shutdown-delay=5s",
     "--shutdown-grace=10s",
+    "--idle-timeout=120s",
+    "--header-read-timeout=5s",
+    "--max-buffered-bytes=33554432",
 ];
 /// The metrics `podgate serve` exports; alerts may use nothing else.
 const METRICS: [&str; 11] = [
@@ -684,6 +687,9 @@ fn common_invariants(r: &Rendering) {
         (serve.shutdown_delay + serve.shutdown_grace).as_secs() < termination,
         "{label}: shutdown delay + grace must end before terminationGracePeriodSeconds ({termination})"
     );
+    // podgate never closes a connection the apiserver (idle timeout 90 s) is about to reuse.
+    assert!(serve.idle_timeout.as_secs() > 90, "{label}: --idle-timeout must stay above 90 s");
+    assert!(serve.validate().is_ok(), "{label}: {:?}", serve.validate());
     for kind in ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"] {
         assert!(r.all(kind).is_empty(), "{label}: the webhook needs no RBAC, but a {kind} is rendered");
     }
@@ -1133,7 +1139,7 @@ fn every_optional_object() {
                "containers": ["app"], "checks": ["runAsNonRoot"], "effect": "audit", "expires": "2027-03-31",
                "ticket": "SEC-123", "owner": "team-billing", "reason": "rewrite under way"})
     );
-    assert_eq!(p["warnBeforeExpiry"], "21d");
+    assert_eq!(p["warnBeforeExpiry"], "504h");
     assert_eq!(p["controllerUsernames"], json!({"replicaSet": ["system:kube-controller-manager"]}));
 
     // The NetworkPolicy selects the Pods and opens exactly their ports.
@@ -1209,9 +1215,78 @@ fn schema_rejects_bad_values() {
         ("mode=block", "mode must be one of the following: \"enforce\", \"audit\""),
         ("replicaCount=two", "replicaCount: Invalid type. Expected: integer, given: string"),
         ("checks.livenessProbe.action=block", "checks.livenessProbe.action must be one of the following"),
+        ("maxBufferedBytes=1000", "maxBufferedBytes: Must be greater than or equal to"),
+        ("idleTimeout=0s", "idleTimeout: Does not match pattern"),
+        ("headerReadTimeout=soon", "headerReadTimeout: Does not match pattern"),
     ] {
         let e = try_render(&helm, &chart_dir(), NAMESPACE, &[], &[set]).expect_err(set);
         assert!(e.contains(expect), "--set {set}: expected {expect:?} in:\n{e}");
+    }
+}
+
+/// The values schema takes a duration where `podgate serve` does: Go's
+/// `time.ParseDuration` syntax, zero or more. Each value goes through
+/// `helm template` (the schema) and, when the schema lets it through, the
+/// rendered `--shutdown-grace` through podgate's own flag parser.
+#[test]
+fn schema_takes_go_durations_as_podgate_does() {
+    let helm = tool!("schema_takes_go_durations_as_podgate_does", "helm");
+    // (value, schema accepts, podgate accepts)
+    let mut cases: Vec<(&str, bool, bool)> = Vec::new();
+    // Few cases: each is a helm run (about half a second). Go's whole table
+    // is in podgate's own unit tests (src/duration.rs).
+    for value in ["0", "+5s", "1m30s", ".5s", "5.s", "12µs", "12μs", "2h45m0.5s", "10.5s4m"] {
+        cases.push((value, true, true));
+    }
+    for value in ["", "10", "1d", "-5s", "1 m", ".s", "5S"] {
+        cases.push((value, false, false));
+    }
+    // Where a pattern cannot follow: the schema does not count (more than
+    // int64 nanoseconds), and it has no minus sign, not even for zero.
+    cases.extend([("3000000h", true, false), ("-0s", false, true)]);
+
+    let outcomes: Vec<(String, bool, Result<String, String>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = cases
+            .chunks(cases.len().div_ceil(2))
+            .enumerate()
+            .map(|(worker, chunk)| {
+                let helm = &helm;
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &(value, _, _))| {
+                            let file = scratch().join(format!("duration-{worker}-{i}.yaml"));
+                            // A JSON string is a YAML string: the value exactly.
+                            std::fs::write(&file, format!("shutdownGrace: {}\n", json!(value))).unwrap();
+                            let rendered = try_render(helm, &chart_dir(), NAMESPACE, &[&file], &[]);
+                            (value.to_owned(), podgate::duration::parse_non_negative(value).is_ok(), rendered)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+
+    for ((value, schema, podgate), (_, podgate_now, rendered)) in cases.iter().zip(outcomes) {
+        assert_eq!(*podgate, podgate_now, "{value:?}: podgate's parser");
+        match rendered {
+            Ok(text) => {
+                assert!(schema, "{value:?}: the schema accepted it");
+                let r = Rendering::parse(value, text);
+                let args: Vec<String> =
+                    r.container()["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+                let flag = format!("--shutdown-grace={value}");
+                assert!(args.contains(&flag), "{value:?}: {args:?}");
+                let parsed = podgate::server::ServeArgs::try_parse_from(&args[1..]);
+                assert_eq!(parsed.is_ok(), *podgate, "{value:?}: podgate serve {args:?}: {:?}", parsed.err());
+            }
+            Err(e) => {
+                assert!(!schema, "{value:?}: the schema refused it:\n{e}");
+                assert!(e.contains("shutdownGrace"), "{value:?}: {e}");
+            }
+        }
     }
 }
 

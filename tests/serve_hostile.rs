@@ -664,7 +664,7 @@ async fn closed_after<S: tokio::io::AsyncRead + Unpin>(mut stream: S, since: Ins
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_by_the_timeouts() {
-    let h = start(&["--tls-handshake-timeout", "2s", "--header-read-timeout", "2s"]).await;
+    let h = start(&["--tls-handshake-timeout", "2s", "--header-read-timeout", "2s", "--idle-timeout", "2s"]).await;
     let addr = h.server.webhook_addr();
     // Busy HTTP/2 traffic is never idle.
     let h2_traffic = Traffic::start(client(&h.ca.pem, true), h.url.clone(), "h2");

@@ -1,4 +1,4 @@
-//! Shutdown, the overload cap, slow clients, and the real binary.
+//! Shutdown, slow clients, and the real binary (the overload caps: serve_slow.rs).
 
 mod common;
 
@@ -58,41 +58,6 @@ async fn shutdown_ends_within_the_grace_period() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overload_is_answered_503_at_once_and_counted() {
-    let h = start(&["--max-inflight", "2", "--request-timeout", "10m"]).await;
-    let addr = h.server.webhook_addr();
-    let body = fixture_bytes("pod-create.json");
-    let first = PartialRequest::start(addr, &h.ca.pem, &body).await;
-    let second = PartialRequest::start(addr, &h.ca.pem, &body).await;
-    eventually("2 reviews in flight", || async { h.server.inflight() == 2 }).await;
-
-    let response =
-        h.client.post(&h.url).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["retry-after"], "1");
-    let answer: Value = response.json().await.unwrap();
-    assert!(answer["error"].as_str().unwrap().contains("--max-inflight"), "{answer}");
-    // A large review gets its 503 too, over HTTP/1.1 and HTTP/2.
-    let mut large = body.clone();
-    large.extend(std::iter::repeat_n(b' ', 1024 * 1024));
-    for client in [&h.client, &client(&h.ca.pem, true)] {
-        let (status, answer) = post_with(client, &h.url, large.clone()).await;
-        assert_eq!(status, 503, "{answer}");
-    }
-    assert_eq!(h.metric("podgate_overload_rejections_total").await, 3.0);
-    assert_eq!(h.metric(r#"podgate_invalid_requests_total{reason="timeout"}"#).await, 0.0);
-
-    // The reviews in flight complete, and capacity comes back.
-    for request in [first, second] {
-        let (status, answer) = request.finish().await;
-        assert_eq!((status, &answer["response"]["allowed"]), (200, &Value::Bool(true)), "{answer}");
-    }
-    eventually("no review in flight", || async { h.server.inflight() == 0 }).await;
-    assert_eq!(h.review(&fixture("pod-create.json")).await["allowed"], true);
-    assert_eq!(h.metric("podgate_overload_rejections_total").await, 3.0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_while_others_are_served() {
     // Short enough for a quick test, long enough for a legitimate client on
     // a loaded machine.
@@ -113,9 +78,8 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
     slow_body.write_all(format!("{}{{\"kind\":", post_head(1000)).as_bytes()).await.unwrap();
     slow_body.flush().await.unwrap();
 
-    // Meanwhile others are served. On fresh connections: with a 1 s header
-    // timeout, which is also the keep-alive idle timeout, a pooled connection
-    // could be closed by the server just as the client reuses it.
+    // Meanwhile others are served, each on a fresh connection that passes
+    // the 1 s handshake and head timeouts.
     let others = fresh_connection_client(&h.ca.pem);
     let (status, answer) = post_with(&others, &h.url, fixture_bytes("pod-create.json")).await;
     assert_eq!((status, answer["response"]["allowed"].clone()), (200, Value::Bool(true)));
@@ -281,4 +245,31 @@ async fn the_binary_serves_a_self_signed_certificate_and_exits_0_on_sigterm() {
     assert!(!all.contains("s3cr3t-do-not-log"), "an env value from the object was logged");
     assert!(!all.contains("registry.example.com"), "an image from the object was logged");
     assert!(logged.iter().any(|e| e["message"] == "stopped"));
+}
+
+/// Durations in flags and environment variables are Go's; a wrong one stops
+/// the binary at once with exit code 2 and the reason, before it listens.
+#[test]
+fn a_wrong_duration_is_refused_with_the_reason() {
+    // (flags, environment variable, expected in stderr)
+    type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>, &'a str);
+    let cases: [Case; 5] = [
+        (&["--shutdown-grace", "10"], None, r#"missing unit in duration "10""#),
+        (&[], Some(("PODGATE_SHUTDOWN_GRACE", "1d")), r#"unknown unit "d" in duration "1d""#),
+        (&[], Some(("PODGATE_REQUEST_TIMEOUT", "-1.5h")), r#"duration "-1.5h" is negative"#),
+        (&[], Some(("PODGATE_CERT_RELOAD_INTERVAL", "0")), r#"duration "0" must be more than zero"#),
+        (&["--header-read-timeout=1 m"], None, r#"unknown unit " m" in duration "1 m""#),
+    ];
+    for (flags, env, expect) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_podgate"));
+        command.args(["serve", "--self-signed", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]);
+        command.args(flags).stdin(Stdio::null());
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flags:?} {env:?}: {stderr}");
+        assert!(stderr.contains(expect), "{flags:?} {env:?}: expected {expect:?} in {stderr}");
+    }
 }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,4 +113,64 @@ async fn config_reload_applies_a_valid_policy_and_rejects_an_invalid_one() {
         ),
         Some(3.0)
     );
+}
+
+/// A certificate whose `notBefore` is still ahead (clock skew between its
+/// issuer and the node) is served, at start-up and on rotation, with a
+/// warning in the log; clients whose clock has reached `notBefore` use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_not_valid_yet_is_served_with_a_warning() {
+    let ca = TestCa::new();
+    let early = ca.leaf_valid_in("podgate-early", 1);
+    let mut certs = Mount::new(&[("tls.crt", &early.cert_pem), ("tls.key", &early.key_pem)]);
+    let (cert, key) = (certs.path("tls.crt").display().to_string(), certs.path("tls.key").display().to_string());
+    let mut server = ServerProcess::spawn(&["--tls-cert", &cert, "--tls-key", &key, "--cert-reload-interval", "1h"]);
+
+    // Not valid yet for a client with the right clock: the test is real.
+    let now = client(&ca.pem, false);
+    assert!(post_with_result(&now, &server.url(), &fixture("pod-create.json")).await.is_err());
+    // A client whose clock is two days ahead gets answers.
+    let ahead = client_with_clock_ahead(&ca.pem, Duration::from_secs(2 * 86_400));
+    let (status, answer) = post_with(&ahead, &server.url(), fixture("pod-create.json").to_string()).await;
+    assert_eq!((status, &answer["response"]["allowed"]), (200, &serde_json::Value::Bool(true)), "{answer}");
+
+    let warnings = |server: &mut ServerProcess| -> Vec<serde_json::Value> {
+        server.logs().into_iter().filter(|e| e["level"] == "WARN" && e["not_before"].is_string()).collect()
+    };
+    let first = warnings(&mut server);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0]["message"].as_str().unwrap().contains("not valid yet"), "{first:?}");
+    assert_eq!(first[0]["cert"], cert.as_str());
+    let seconds_early = first[0]["seconds_early"].as_i64().unwrap();
+    assert!((86_000..=86_400).contains(&seconds_early), "{first:?}");
+    let not_before = first[0]["not_before"].as_str().unwrap();
+    assert!(not_before.ends_with('Z') && not_before.len() == "2026-12-03T06:00:00Z".len(), "{not_before}");
+
+    // Rotated to another early certificate: taken (counted as a success), and warned about.
+    let later = ca.leaf_valid_in("podgate-later", 2);
+    certs.write(&[("tls.crt", &later.cert_pem), ("tls.key", &later.key_pem)]);
+    server.signal("HUP");
+    let ahead = client_with_clock_ahead(&ca.pem, Duration::from_secs(3 * 86_400));
+    eventually("the rotated certificate", || {
+        let request = now.get(format!("http://{}/metrics", server.metrics));
+        async move {
+            let text = request.send().await.unwrap().text().await.unwrap();
+            metric_value(&text, r#"podgate_tls_reloads_total{result="success"}"#) == Some(1.0)
+        }
+    })
+    .await;
+    let (status, _) = post_with(&ahead, &server.url(), fixture("pod-create.json").to_string()).await;
+    assert_eq!(status, 200);
+    eventually("the second warning", || {
+        let count = warnings(&mut server).len();
+        async move { count == 2 }
+    })
+    .await;
+}
+
+async fn post_with_result(client: &reqwest::Client, url: &str, review: &serde_json::Value) -> Result<u16, String> {
+    match client.post(url).header("content-type", "application/json").body(review.to_string()).send().await {
+        Ok(response) => Ok(response.status().as_u16()),
+        Err(e) => Err(format!("{e:?}")),
+    }
 }

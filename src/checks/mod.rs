@@ -119,20 +119,21 @@ pub struct PodView<'s, 'a> {
     /// Path of the pod spec in the submitted object, e.g. `spec.template.spec`.
     pub path: &'static str,
     /// What to evaluate: the whole pod, or only its ephemeral containers.
-    pub scope: Scope,
+    pub scope: Scope<'s>,
 }
 
 /// What part of a pod spec is evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub enum Scope<'s> {
     /// Every container and the pod-level settings: a new or changed object.
     Whole,
     /// Only the ephemeral containers added by a `pods/ephemeralcontainers`
     /// update (`kubectl debug`), which changes nothing else of a running pod.
-    /// The first `existing` ephemeral containers were admitted before and
-    /// cannot change (the API only appends), so they are not judged again:
-    /// a policy tightened since must not block every later debug session.
-    NewEphemeralContainers { existing: usize },
+    /// `existing[i]` is true when ephemeral container `i` was already in the
+    /// pod (`oldObject`): admitted before and unchangeable, so not judged
+    /// again; a policy tightened since must not block every later debug
+    /// session. By name, not position: a patch may put the new one first.
+    NewEphemeralContainers { existing: &'s [bool] },
 }
 
 /// Every container list, for evaluating a whole object.
@@ -145,23 +146,23 @@ impl<'s, 'a> PodView<'s, 'a> {
         PodView { spec: target.spec, path: target.path, scope: Scope::Whole }
     }
 
-    /// A view of only the ephemeral containers of `target` after the first
-    /// `existing` ones.
-    pub fn new_ephemeral_containers_of(target: &PodTarget<'s, 'a>, existing: usize) -> Self {
+    /// A view of only the ephemeral containers of `target` that are not
+    /// marked `existing` (see [`Scope::NewEphemeralContainers`]).
+    pub fn new_ephemeral_containers_of(target: &PodTarget<'s, 'a>, existing: &'s [bool]) -> Self {
         PodView { spec: target.spec, path: target.path, scope: Scope::NewEphemeralContainers { existing } }
     }
 
     /// Whether pod-level fields are evaluated.
     pub fn includes_pod_level(&self) -> bool {
-        self.scope == Scope::Whole
+        matches!(self.scope, Scope::Whole)
     }
 
     /// Every container in the evaluated lists, with its position.
     pub fn containers(&self) -> impl Iterator<Item = ContainerRef<'s, 'a>> + '_ {
         let spec = self.spec;
         let path = self.path;
-        let (lists, skip): (&'static [ContainerList], usize) = match self.scope {
-            Scope::Whole => (ALL_LISTS, 0),
+        let (lists, existing): (&'static [ContainerList], &'s [bool]) = match self.scope {
+            Scope::Whole => (ALL_LISTS, &[]),
             Scope::NewEphemeralContainers { existing } => (&[ContainerList::EphemeralContainers], existing),
         };
         lists.iter().flat_map(move |&list| {
@@ -170,7 +171,8 @@ impl<'s, 'a> PodView<'s, 'a> {
                 ContainerList::InitContainers => &spec.init_containers,
                 ContainerList::EphemeralContainers => &spec.ephemeral_containers,
             };
-            containers.iter().enumerate().skip(skip).map(move |(index, container)| ContainerRef {
+            let new = move |(index, _): &(usize, _)| !existing.get(*index).copied().unwrap_or(false);
+            containers.iter().enumerate().filter(new).map(move |(index, container)| ContainerRef {
                 container,
                 list,
                 index,

@@ -166,7 +166,7 @@ mod tests {
         let object: Object = serde_json::from_str(json).unwrap();
         let target = pod_target(WorkloadKind::Pod, &object);
         let mut f = Vec::new();
-        check(&PodView::new_ephemeral_containers_of(&target, 0), &ChecksConfig::default(), &mut f);
+        check(&PodView::new_ephemeral_containers_of(&target, &[]), &ChecksConfig::default(), &mut f);
         assert_eq!(fields(&f), ["spec.ephemeralContainers[0].securityContext.runAsUser"]);
     }
 

@@ -14,6 +14,10 @@ use crate::exemption::Clock;
 /// room for the AdmissionReview envelope.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 3 * 1024 * 1024 + 512 * 1024;
 
+/// Default `--max-buffered-bytes`: room for nine bodies of the largest size,
+/// or thousands of ordinary reviews, well inside the chart's 128 MiB limit.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
+
 /// `--log-format` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -74,16 +78,24 @@ pub struct ServeArgs {
     #[arg(long, env = "PODGATE_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
     /// On SIGTERM/SIGINT: time allowed for in-flight reviews to finish
-    /// before their connections are cut (e.g. 10s, 500ms, 1m).
+    /// before their connections are cut (e.g. 10s, 500ms, 1m30s).
     #[arg(long, env = "PODGATE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     /// Largest request body accepted, in bytes; larger gets HTTP 413.
     #[arg(long, env = "PODGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES, value_parser = parse_positive)]
     pub max_body_bytes: usize,
-    /// Reviews handled at once; beyond it a review is answered HTTP 503 at
-    /// once (the apiserver then applies the webhook's failurePolicy).
+    /// Reviews evaluated and answered at once, counted from when a review's
+    /// body is complete (a slow body holds no slot; as evaluation is
+    /// synchronous, at most one per runtime worker thread); beyond it a
+    /// review is answered HTTP 503 at once (the apiserver then applies the
+    /// webhook's failurePolicy).
     #[arg(long, env = "PODGATE_MAX_INFLIGHT", default_value_t = 256, value_parser = parse_positive)]
     pub max_inflight: usize,
+    /// Bytes of request bodies being received, all connections together
+    /// (at least --max-body-bytes); a body that would go beyond it is
+    /// answered HTTP 503 at once. Bounds the memory slow bodies can hold.
+    #[arg(long, env = "PODGATE_MAX_BUFFERED_BYTES", default_value_t = DEFAULT_MAX_BUFFERED_BYTES, value_parser = parse_positive)]
+    pub max_buffered_bytes: usize,
     /// How often the certificate files are checked for a change.
     #[arg(long, env = "PODGATE_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     pub cert_reload_interval: Duration,
@@ -93,12 +105,18 @@ pub struct ServeArgs {
     /// Time allowed for a new connection's TLS handshake.
     #[arg(long, env = "PODGATE_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub tls_handshake_timeout: Duration,
-    /// HTTP/1.1: time allowed for a request's headers, counted from when the
-    /// connection waits for them, so it is also the keep-alive idle timeout.
-    /// HTTP/2: a connection with no request in flight for this long is
-    /// closed. Keep it above the apiserver's 90 s idle-connection timeout, or
-    /// the apiserver may send a review on a connection podgate is closing.
-    #[arg(long, env = "PODGATE_HEADER_READ_TIMEOUT", default_value = "120s", value_parser = parse_positive_duration)]
+    /// A connection is closed this long after its last request ended (or
+    /// its TLS handshake) with no request since (HTTP/1.1 keep-alive and
+    /// HTTP/2; pings do not count). Keep it above
+    /// the apiserver's 90 s idle-connection timeout, or the apiserver may
+    /// send a review on a connection podgate is closing.
+    #[arg(long, env = "PODGATE_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+    /// HTTP/1.1: time allowed for a request's head (request line and
+    /// headers), counted from its first byte (on a new connection: from the
+    /// end of the TLS handshake); then the connection is closed. The
+    /// apiserver sends a head of a few hundred bytes at once.
+    #[arg(long, env = "PODGATE_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
     pub header_read_timeout: Duration,
     /// Time allowed to receive a review's body once its headers are in;
     /// a slower client gets HTTP 408.
@@ -139,6 +157,17 @@ impl ServeArgs {
         }
     }
 
+    /// Checks that the flags fit together (what clap cannot check alone).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_buffered_bytes < self.max_body_bytes {
+            return Err(format!(
+                "--max-buffered-bytes ({}) is below --max-body-bytes ({}): a body of the largest size could never be received",
+                self.max_buffered_bytes, self.max_body_bytes
+            ));
+        }
+        Ok(())
+    }
+
     /// The `--mode` override as a policy mode.
     pub fn mode_override(&self) -> Option<Mode> {
         self.mode.map(|mode| match mode {
@@ -148,13 +177,17 @@ impl ServeArgs {
     }
 }
 
-/// Durations take `ms`, `s`, `m`, `h` or `d`; the policy file's parser.
-pub use crate::config::parse_duration;
+/// A duration flag: Go's `time.ParseDuration` syntax (`10s`, `1m30s`,
+/// `1.5h`, `500ms`; see [`crate::duration`]), zero or more.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::duration::parse_non_negative(text).map_err(|e| e.to_string())
+}
 
+/// A duration flag that must be more than zero (poll intervals, timeouts).
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration(text)?;
     if duration.is_zero() {
-        return Err("must be more than zero".to_owned());
+        return Err(format!("duration {text:?} must be more than zero"));
     }
     Ok(duration)
 }
@@ -172,17 +205,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
-        assert!(parse_duration("ten").is_err());
-        assert_eq!(parse_duration("14d").unwrap(), Duration::from_secs(14 * 86_400));
-        assert!(parse_duration("10w").is_err());
-        assert!(parse_positive_duration("0").is_err());
+    fn duration_flags_take_go_durations() {
+        let args = ServeArgs::try_parse_from([
+            "--self-signed",
+            "--shutdown-grace",
+            "1m30s",
+            "--shutdown-delay",
+            "0",
+            "--request-timeout",
+            "1.5h",
+            "--header-read-timeout",
+            "2h45m0.5s",
+            "--tls-handshake-timeout",
+            ".5s",
+            "--cert-reload-interval",
+            "300ms",
+            "--config-reload-interval",
+            "12µs",
+        ])
+        .unwrap();
+        assert_eq!(args.shutdown_grace, Duration::from_secs(90));
+        assert_eq!(args.shutdown_delay, Duration::ZERO);
+        assert_eq!(args.request_timeout, Duration::from_secs(5400));
+        assert_eq!(args.header_read_timeout, Duration::from_millis((2 * 3600 + 45 * 60) * 1000 + 500));
+        assert_eq!(args.tls_handshake_timeout, Duration::from_millis(500));
+        assert_eq!(args.cert_reload_interval, Duration::from_millis(300));
+        assert_eq!(args.config_reload_interval, Duration::from_micros(12));
+    }
+
+    #[test]
+    fn duration_flags_refuse_with_the_reason() {
+        let error = |flag: &str, value: &str| {
+            ServeArgs::try_parse_from(["--self-signed", flag, value]).unwrap_err().to_string()
+        };
+        let message = error("--shutdown-grace", "10");
+        assert!(message.contains(r#"missing unit in duration "10""#), "{message}");
+        assert!(message.contains("--shutdown-grace"), "{message}");
+        let negative = ServeArgs::try_parse_from(["--self-signed", "--shutdown-grace=-1.5h"]).unwrap_err().to_string();
+        assert!(negative.contains(r#"duration "-1.5h" is negative; give zero or more"#), "{negative}");
+        assert!(error("--shutdown-delay", "1d").contains(r#"unknown unit "d""#));
+        assert!(error("--request-timeout", "1 m").contains(r#"unknown unit " m""#));
+        assert!(error("--request-timeout", "3000000h").contains("too long"));
+        assert!(error("--cert-reload-interval", "0s").contains(r#"duration "0s" must be more than zero"#));
+        assert!(error("--config-reload-interval", "0").contains("must be more than zero"));
+        // --shutdown-delay may be zero: it is off then.
+        assert!(ServeArgs::try_parse_from(["--self-signed", "--shutdown-delay", "0s"]).is_ok());
     }
 
     #[test]
@@ -194,7 +261,19 @@ mod tests {
         assert_eq!(args.shutdown_delay, Duration::ZERO);
         assert_eq!(args.max_inflight, 256);
         assert_eq!(args.max_body_bytes, 3_670_016);
+        assert_eq!(args.max_buffered_bytes, 32 * 1024 * 1024);
+        assert_eq!(args.idle_timeout, Duration::from_secs(120));
+        assert_eq!(args.header_read_timeout, Duration::from_secs(5));
+        assert!(args.validate().is_ok());
         assert_eq!(args.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_body_budget_holds_at_least_one_body_of_the_largest_size() {
+        let parse = |extra: &[&str]| ServeArgs::try_parse_from([&["--self-signed"], extra].concat()).unwrap();
+        assert!(parse(&["--max-body-bytes", "1000", "--max-buffered-bytes", "1000"]).validate().is_ok());
+        let error = parse(&["--max-body-bytes", "1001", "--max-buffered-bytes", "1000"]).validate().unwrap_err();
+        assert!(error.contains("--max-buffered-bytes (1000) is below --max-body-bytes (1001)"), "{error}");
     }
 
     #[test]

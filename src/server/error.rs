@@ -39,6 +39,8 @@ pub enum ApiError {
     NotFound,
     #[error("{0} reviews are already in flight (--max-inflight); try again")]
     Overloaded(usize),
+    #[error("request bodies of {0} bytes in total are already being received (--max-buffered-bytes); try again")]
+    BuffersFull(usize),
     #[error("internal error while evaluating the review (a podgate bug; the webhook's failurePolicy applies)")]
     Internal,
 }
@@ -65,7 +67,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded(_) | ApiError::BuffersFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,7 +87,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => InvalidReason::MethodNotAllowed,
             ApiError::NotFound => InvalidReason::NotFound,
             ApiError::Internal => InvalidReason::InternalError,
-            ApiError::Overloaded(_) => return None,
+            ApiError::Overloaded(_) | ApiError::BuffersFull(_) => return None,
         })
     }
 }
@@ -107,7 +109,7 @@ impl IntoResponse for ApiError {
             ApiError::MethodNotAllowed => {
                 response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
             }
-            ApiError::Overloaded(_) => {
+            ApiError::Overloaded(_) | ApiError::BuffersFull(_) => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
@@ -156,6 +158,8 @@ mod tests {
         }
         assert_eq!(ApiError::Overloaded(1).status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(ApiError::Overloaded(1).reason().is_none());
+        assert_eq!(ApiError::BuffersFull(1).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(ApiError::BuffersFull(1).reason().is_none());
     }
 
     #[test]

@@ -27,7 +27,13 @@ use super::swap::Swap;
 pub struct AppState {
     pub policy: Arc<Swap<Policy>>,
     pub metrics: Arc<Metrics>,
+    /// Reviews being evaluated and answered (body complete).
     pub inflight: Inflight,
+    /// Reviews being handled, from their head to their answer (body being
+    /// received included): what shutdown waits for.
+    pub reviews: AtomicUsize,
+    /// Bytes of bodies being received, all connections together.
+    pub body_budget: BodyBudget,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     /// `/readyz`: true from start-up until shutdown begins.
@@ -75,6 +81,86 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
+/// Bounds the memory of request bodies being received, all connections
+/// together (`--max-buffered-bytes`). A body is charged for the buffer it
+/// occupies as it arrives, not for its declared length, so a client sending
+/// slowly holds only about what it has sent.
+#[derive(Debug)]
+pub struct BodyBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl BodyBudget {
+    pub fn new(max: usize) -> Self {
+        BodyBudget { used: AtomicUsize::new(0), max }
+    }
+
+    /// Bytes charged right now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Nothing charged yet; [`Held::grow_to`] charges.
+    fn hold(&self) -> Held<'_> {
+        Held { budget: self, bytes: 0 }
+    }
+}
+
+/// The part of the [`BodyBudget`] one body holds; given back when dropped.
+#[derive(Debug)]
+struct Held<'a> {
+    budget: &'a BodyBudget,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    /// Holds `bytes` in total, or `false` (holding as before) if the budget
+    /// has not that much left.
+    fn grow_to(&mut self, bytes: usize) -> bool {
+        let Some(more) = bytes.checked_sub(self.bytes).filter(|&more| more > 0) else { return true };
+        let max = self.budget.max;
+        let taken = self.budget.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+            used.checked_add(more).filter(|&total| total <= max)
+        });
+        if taken.is_ok() {
+            self.bytes = bytes;
+        }
+        taken.is_ok()
+    }
+
+    fn release(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Counts a review being handled until dropped.
+struct Handling<'a>(&'a AtomicUsize);
+
+impl<'a> Handling<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Handling(count)
+    }
+}
+
+impl Drop for Handling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The HTTPS listener: `POST /validate`.
 pub fn webhook_router(state: Arc<AppState>) -> Router {
     Router::new().route("/validate", post(validate).fallback(method_not_allowed)).fallback(not_found).with_state(state)
@@ -90,6 +176,7 @@ pub fn ops_router(state: Arc<AppState>) -> Router {
 }
 
 async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let _handling = Handling::new(&state.reviews);
     let http1 = request.version() <= Version::HTTP_11;
     let mut response = answer_review(&state, request).await;
     if http1 && !state.ready.load(Ordering::Acquire) {
@@ -103,18 +190,15 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
 
 async fn answer_review(state: &AppState, request: Request) -> Response {
     let started = Instant::now();
-    let Some(_slot) = state.inflight.try_acquire() else {
-        state.metrics.overload_rejection();
-        tracing::debug!(limit = state.inflight.max(), "overloaded: answered 503");
-        // Read and drop the body (no decoding, nothing kept) so that an
-        // HTTP/1.1 client still sending it reads the 503 instead of a reset.
-        let drain = collect(request.into_body(), 0, state.max_body_bytes, 0);
-        let _ = tokio::time::timeout(state.request_timeout, drain).await;
-        return ApiError::Overloaded(state.inflight.max()).into_response();
-    };
-    let body = match read_body(state, request).await {
+    // The body first, bounded by --request-timeout, --max-body-bytes and
+    // --max-buffered-bytes; the slot only once it is complete, so that
+    // clients sending slowly never hold the slots real reviews need.
+    let (body, _held) = match read_body(state, request).await {
         Ok(body) => body,
         Err(error) => return reject(state, error),
+    };
+    let Some(_slot) = state.inflight.try_acquire() else {
+        return reject(state, ApiError::Overloaded(state.inflight.max()));
     };
     let policy = state.policy.load();
     match admit_catching_panics(&policy, &body, state.clock.now()) {
@@ -144,8 +228,9 @@ fn catch_panic<T>(f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError
 }
 
 /// Reads the body: JSON (or no content type), within `--max-body-bytes`
-/// (413) and `--request-timeout` (408).
-async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
+/// (413), `--request-timeout` (408) and `--max-buffered-bytes` (503). The
+/// body holds its part of the budget until the [`Held`] is dropped.
+async fn read_body<'s>(state: &'s AppState, request: Request) -> Result<(Bytes, Held<'s>), ApiError> {
     let (parts, body) = request.into_parts();
     check_content_type(&parts.headers)?;
     let limit = state.max_body_bytes;
@@ -155,44 +240,99 @@ async fn read_body(state: &AppState, request: Request) -> Result<Bytes, ApiError
         // Not worth reading: answer now; the connection closes.
         return Err(ApiError::TooLarge { limit });
     }
-    let capacity = declared.map_or(0, |len| usize::try_from(len).unwrap_or(limit).min(limit));
-    match tokio::time::timeout(state.request_timeout, collect(body, limit, drain_limit, capacity)).await {
+    let declared = declared.map_or(0, |len| usize::try_from(len).unwrap_or(limit).min(limit));
+    let mut held = state.body_budget.hold();
+    let collected = collect(body, limit, drain_limit, declared, &mut held);
+    match tokio::time::timeout(state.request_timeout, collected).await {
         Err(_) => Err(ApiError::Timeout(state.request_timeout)),
-        Ok(result) => result,
+        Ok(Err(Refused::TooLarge)) => Err(ApiError::TooLarge { limit }),
+        Ok(Err(Refused::BuffersFull)) => Err(ApiError::BuffersFull(state.body_budget.max())),
+        Ok(Err(Refused::Body(error))) => Err(error),
+        Ok(Ok(body)) => Ok((body, held)),
     }
 }
 
+/// Up to this declared length a body's buffer is allocated whole when its
+/// second frame arrives (most reviews: one allocation); a larger one grows
+/// by doubling, so that a body is never charged more than twice what it has
+/// sent, or this.
+const ALLOCATE_WHOLE_UP_TO: usize = 64 * 1024;
+
+/// Why [`collect`] kept no body.
+#[derive(Debug)]
+enum Refused {
+    TooLarge,
+    BuffersFull,
+    Body(ApiError),
+}
+
 /// Collects a body of at most `limit` bytes, borrowing a single-frame body
-/// as it is. A larger body is read on and discarded up to `drain_limit`
-/// bytes, so that the client, still sending, gets to read the 413 instead
-/// of a broken pipe.
-async fn collect(mut body: Body, limit: usize, drain_limit: usize, capacity: usize) -> Result<Bytes, ApiError> {
+/// as it is, and charging the memory it keeps to `held`. A larger body, or
+/// one the budget has no room for, is read on and discarded up to
+/// `drain_limit` bytes, so that the client, still sending, gets to read the
+/// 413 or 503 instead of a broken pipe.
+async fn collect(
+    mut body: Body,
+    limit: usize,
+    drain_limit: usize,
+    declared: usize,
+    held: &mut Held<'_>,
+) -> Result<Bytes, Refused> {
     let mut first: Option<Bytes> = None;
     let mut joined: Vec<u8> = Vec::new();
     let mut total = 0usize;
+    let mut buffers_full = false;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::Body(e.to_string()))?;
+        let frame = frame.map_err(|e| Refused::Body(ApiError::Body(e.to_string())))?;
         let Ok(data) = frame.into_data() else { continue }; // trailers
         total = total.saturating_add(data.len());
-        if total > limit {
+        if total > limit || buffers_full {
             if total > drain_limit {
                 break;
             }
             continue;
         }
-        match first.take() {
-            None if joined.is_empty() => first = Some(data),
-            earlier => {
-                if let Some(earlier) = earlier {
-                    joined.reserve(capacity.max(earlier.len() + data.len()));
-                    joined.extend_from_slice(&earlier);
-                }
-                joined.extend_from_slice(&data);
+        let kept = match first.take() {
+            None if joined.is_empty() => {
+                let fits = held.grow_to(data.len());
+                first = Some(data);
+                fits
             }
+            earlier => {
+                let needed = total;
+                let fits = needed <= joined.capacity() || {
+                    let capacity = needed
+                        .max(joined.capacity().saturating_mul(2))
+                        .max(declared.min(ALLOCATE_WHOLE_UP_TO))
+                        .min(limit)
+                        .max(needed);
+                    held.grow_to(capacity) && {
+                        joined.reserve_exact(capacity - joined.len());
+                        true
+                    }
+                };
+                if fits {
+                    if let Some(earlier) = earlier {
+                        joined.extend_from_slice(&earlier);
+                    }
+                    joined.extend_from_slice(&data);
+                }
+                fits
+            }
+        };
+        if !kept {
+            // Nothing is kept from here on: the memory goes back now.
+            buffers_full = true;
+            first = None;
+            joined = Vec::new();
+            held.release();
         }
     }
     if total > limit {
-        return Err(ApiError::TooLarge { limit });
+        return Err(Refused::TooLarge);
+    }
+    if buffers_full {
+        return Err(Refused::BuffersFull);
     }
     Ok(first.unwrap_or_else(|| Bytes::from(joined)))
 }
@@ -216,9 +356,15 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Counts and logs a request without a verdict, and answers it.
 fn reject(state: &AppState, error: ApiError) -> Response {
-    if let Some(reason) = error.reason() {
-        state.metrics.invalid_request(reason);
-        tracing::warn!(reason = reason.as_str(), %error, "rejected a request without a verdict");
+    match error.reason() {
+        Some(reason) => {
+            state.metrics.invalid_request(reason);
+            tracing::warn!(reason = reason.as_str(), %error, "rejected a request without a verdict");
+        }
+        None => {
+            state.metrics.overload_rejection();
+            tracing::debug!(%error, "overloaded: answered 503");
+        }
     }
     error.into_response()
 }
@@ -347,6 +493,57 @@ mod tests {
         drop(a);
         assert_eq!(inflight.current(), 1);
         assert!(inflight.try_acquire().is_some());
+    }
+
+    /// A body that yields the given frames, then ends.
+    struct Frames(std::collections::VecDeque<Bytes>);
+
+    impl hyper::body::Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.get_mut().0.pop_front().map(|data| Ok(hyper::body::Frame::data(data))))
+        }
+    }
+
+    fn body(frames: &[&[u8]]) -> Body {
+        Body::new(Frames(frames.iter().map(|frame| Bytes::copy_from_slice(frame)).collect()))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_charged_what_they_keep_and_refused_beyond_the_budget() {
+        let budget = BodyBudget::new(100);
+        let mut held = budget.hold();
+        // One frame is borrowed as it is and charged its length.
+        let one = collect(body(&[b"0123456789"]), 50, 1000, 10, &mut held).await.unwrap();
+        assert_eq!((&one[..], budget.used()), (&b"0123456789"[..], 10));
+        drop(held);
+        assert_eq!(budget.used(), 0);
+
+        // Several frames: charged the buffer, at most the declared length or twice what was sent.
+        let mut held = budget.hold();
+        let joined = collect(body(&[b"abc", b"def", b"gh"]), 50, 1000, 8, &mut held).await.unwrap();
+        assert_eq!(&joined[..], b"abcdefgh");
+        assert_eq!(budget.used(), 8);
+        // Another body meanwhile gets what is left, and no more: read on, kept nothing, given back.
+        let mut other = budget.hold();
+        let refused = collect(body(&[&[b'x'; 50], &[b'y'; 50]]), 100, 1000, 100, &mut other).await;
+        assert!(matches!(refused, Err(Refused::BuffersFull)), "{refused:?}");
+        assert_eq!(budget.used(), 8);
+        drop(held);
+        let mut other = budget.hold();
+        let fits = collect(body(&[&[b'x'; 50], &[b'y'; 50]]), 100, 1000, 100, &mut other).await.unwrap();
+        assert_eq!((fits.len(), budget.used()), (100, 100));
+        drop(other);
+        assert_eq!(budget.used(), 0);
+
+        // Too large stays a 413, and keeps nothing.
+        let mut held = budget.hold();
+        assert!(matches!(collect(body(&[&[b'z'; 60]]), 50, 1000, 0, &mut held).await, Err(Refused::TooLarge)));
     }
 
     #[test]

@@ -126,18 +126,31 @@ impl Visit for JsonFields<'_> {
     }
 }
 
+/// The timer of `--log-format text`: the same RFC 3339 timestamp as the
+/// JSON lines, so every time podgate prints comes from jiff.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rfc3339Time;
+
+impl FormatTime for Rfc3339Time {
+    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+        let mut text = String::with_capacity(32);
+        write_timestamp(&mut text, std::time::SystemTime::now())?;
+        w.write_str(&text)
+    }
+}
+
 /// `now` as `tracing_subscriber`'s `SystemTime` timer writes it,
-/// `2026-11-28T11:43:33.911320Z`, without going through `fmt` for each part.
+/// `2026-11-28T11:43:33.911320Z` (RFC 3339, UTC, microseconds): the calendar
+/// from jiff (as every date podgate prints, see [`crate::time`]), the digits
+/// put in place without going through `fmt` for each part.
 fn write_timestamp(out: &mut String, now: std::time::SystemTime) -> fmt::Result {
-    let Ok(since_epoch) = now.duration_since(std::time::UNIX_EPOCH) else {
+    let since_epoch =
+        now.duration_since(std::time::UNIX_EPOCH).ok().and_then(|d| jiff::SignedDuration::try_from(d).ok());
+    let Some(civil) = since_epoch.and_then(crate::time::utc_date_time) else {
+        // Before 1970 or after 9999: the stock formatter's way.
         return SystemTime.format_time(&mut Writer::new(out));
     };
-    let seconds = since_epoch.as_secs();
-    let (year, month, day) = civil_from_days(seconds / 86_400);
-    if year > 9999 {
-        return SystemTime.format_time(&mut Writer::new(out));
-    }
-    let second_of_day = seconds % 86_400;
+    let year = civil.year().unsigned_abs().into();
     let mut text = *b"0000-00-00T00:00:00.000000Z";
     let mut put = |at: usize, width: usize, mut value: u64| {
         for i in (at..at + width).rev() {
@@ -146,30 +159,15 @@ fn write_timestamp(out: &mut String, now: std::time::SystemTime) -> fmt::Result 
         }
     };
     put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, second_of_day / 3600);
-    put(14, 2, second_of_day / 60 % 60);
-    put(17, 2, second_of_day % 60);
-    put(20, 6, u64::from(since_epoch.subsec_micros()));
+    put(5, 2, civil.month().unsigned_abs().into());
+    put(8, 2, civil.day().unsigned_abs().into());
+    put(11, 2, civil.hour().unsigned_abs().into());
+    put(14, 2, civil.minute().unsigned_abs().into());
+    put(17, 2, civil.second().unsigned_abs().into());
+    put(20, 6, u64::from(civil.subsec_nanosecond().unsigned_abs() / 1000));
     // Digits, dashes, colons and letters only.
     out.push_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?);
     Ok(())
-}
-
-/// Year, month and day of the day `days` after 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// `text` as a JSON string.
@@ -329,6 +327,29 @@ mod tests {
             days -= length;
             year += 1;
         }
+    }
+
+    #[test]
+    fn text_lines_carry_the_same_timestamp_as_the_stock_timer() {
+        let line = |ours: bool| {
+            let buffer = Buffer::default();
+            let builder = tracing_subscriber::fmt().with_writer(buffer.clone()).with_ansi(false);
+            let dispatch = if ours {
+                tracing::Dispatch::new(builder.with_timer(Rfc3339Time).finish())
+            } else {
+                tracing::Dispatch::new(builder.finish())
+            };
+            tracing::dispatcher::with_default(&dispatch, || tracing::info!(answer = 42, "hello"));
+            let bytes = buffer.0.lock().unwrap().clone();
+            String::from_utf8(bytes).unwrap()
+        };
+        let (ours, stock) = (line(true), line(false));
+        let (time, rest) = ours.split_once(' ').unwrap();
+        let (_, stock_rest) = stock.split_once(' ').unwrap();
+        assert_eq!(rest, stock_rest);
+        assert_eq!(time.len(), "2026-11-28T11:43:33.911320Z".len(), "{ours}");
+        let parsed: jiff::Timestamp = time.parse().unwrap();
+        assert!(jiff::Timestamp::now().duration_since(parsed).as_secs() < 60, "{ours}");
     }
 
     #[test]

@@ -3,16 +3,18 @@
 //! One module per concern: [`args`] (flags), [`tls`] (certificates, hot
 //! reload, self-signed), [`reload`] (policy hot reload, polling),
 //! [`handlers`] (HTTP), [`service`] (admission logic), [`response`]
-//! (answer encoding), [`metrics`], [`error`]. This module binds the
-//! listeners, runs the accept loops and shuts down gracefully.
+//! (answer encoding), [`metrics`], [`error`], `connection` (idle and
+//! request-head timeouts, closing quiet connections on shutdown). This
+//! module binds the listeners, runs the accept loops and shuts down
+//! gracefully.
 //!
 //! [`start`] returns a [`RunningServer`] so that tests can run the real
 //! server in-process; [`run`] is the command, with logging and signals.
 
 pub mod args;
+mod connection;
 pub mod error;
 pub mod handlers;
-mod idle;
 pub mod logformat;
 pub mod logwriter;
 pub mod metrics;
@@ -34,7 +36,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
@@ -42,7 +43,8 @@ use tokio_rustls::TlsAcceptor;
 
 pub use args::{LogFormat, ServeArgs};
 
-use handlers::{AppState, Inflight};
+use connection::{Activity, End, Expiry, Timeouts, Tracked};
+use handlers::{AppState, BodyBudget, Inflight};
 use metrics::Metrics;
 use swap::Swap;
 use tls::{CertFiles, CertReloader, CertResolver};
@@ -91,9 +93,10 @@ impl RunningServer {
         self.self_signed_ca.as_deref()
     }
 
-    /// Reviews being handled right now.
+    /// Reviews being handled right now: from their head until their answer
+    /// (body being received included).
     pub fn inflight(&self) -> usize {
-        self.state.inflight.current()
+        self.state.reviews.load(Ordering::Acquire)
     }
 
     /// The DER of the certificate served to new connections.
@@ -113,7 +116,8 @@ impl RunningServer {
     }
 
     /// Starts the shutdown: not ready, no new connections, in-flight reviews
-    /// finish, idle keep-alive connections close.
+    /// finish, connections without one (idle, or a head still arriving)
+    /// close.
     pub fn begin_shutdown(&self) {
         self.state.ready.store(false, Ordering::Release);
         self.stop_webhook.send_replace(true);
@@ -140,27 +144,32 @@ impl RunningServer {
 
 /// HTTP settings shared by every connection.
 struct Http {
-    /// HTTP/1.1 only (ALPN `http/1.1`, or none), with the header-read timeout.
+    /// HTTP/1.1 only (ALPN `http/1.1`, or none).
     h1: auto::Builder<TokioExecutor>,
     /// HTTP/2 only (ALPN `h2`).
     h2: auto::Builder<TokioExecutor>,
     handshake_timeout: Duration,
-    /// HTTP/2: a connection without a request for this long is closed (the
-    /// header-read timeout plays this part for HTTP/1.1).
-    h2_idle_timeout: Duration,
+    /// HTTP/1.1: idle and request-head timeouts.
+    h1_timeouts: Timeouts,
+    /// HTTP/2: the idle timeout only (frames arrive between requests).
+    h2_timeouts: Timeouts,
 }
 
 impl Http {
     fn new(args: &ServeArgs) -> Self {
         let mut h1 = auto::Builder::new(TokioExecutor::new());
-        h1.http1().timer(TokioTimer::new()).header_read_timeout(args.header_read_timeout).keep_alive(true);
+        // hyper's header_read_timeout (30 s by default once a timer is set)
+        // also runs while the connection is idle; `connection` keeps the
+        // two apart instead.
+        h1.http1().timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true);
         let mut h2 = auto::Builder::new(TokioExecutor::new());
         h2.http2().timer(TokioTimer::new()).max_concurrent_streams(1024);
         Http {
             h1: h1.http1_only(),
             h2: h2.http2_only(),
             handshake_timeout: args.tls_handshake_timeout,
-            h2_idle_timeout: args.header_read_timeout,
+            h1_timeouts: Timeouts { idle: args.idle_timeout, head: Some(args.header_read_timeout) },
+            h2_timeouts: Timeouts { idle: args.idle_timeout, head: None },
         }
     }
 }
@@ -168,6 +177,7 @@ impl Http {
 /// Loads policy and certificate, binds both listeners and starts serving.
 /// Fails on an invalid policy or certificate, or a port that cannot be bound.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
+    args.validate().map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::new());
     let mode = args.mode_override();
     let policy = reload::load_policy(args.config.as_deref(), mode).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
@@ -184,7 +194,12 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
         Some((cert, key)) => {
             let files = CertFiles { cert: cert.clone(), key };
             let pair = files.load().context("TLS certificate")?;
-            tracing::info!(cert = %cert.display(), not_after = pair.not_after, "loaded the TLS certificate");
+            tracing::info!(
+                cert = %cert.display(),
+                not_after = %crate::time::format_unix_seconds(pair.not_after),
+                "loaded the TLS certificate"
+            );
+            pair.warn_if_not_yet_valid(tls::unix_now(), &cert);
             (pair, Some(files), None)
         }
         None => {
@@ -219,6 +234,8 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
         policy: policy.clone(),
         metrics: metrics.clone(),
         inflight: Inflight::new(args.max_inflight),
+        reviews: 0.into(),
+        body_budget: BodyBudget::new(args.max_buffered_bytes),
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,
         ready: true.into(),
@@ -268,8 +285,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
 }
 
 /// Accepts connections until `stop` turns true, then shuts down gracefully:
-/// every open connection finishes its in-flight requests and closes (idle
-/// HTTP/1.1 connections at once, HTTP/2 with GOAWAY), within `grace`.
+/// every open connection finishes its in-flight requests and closes, within
+/// `grace`; one without a request in flight (idle, a head still arriving, a
+/// TLS handshake) closes at once (idle HTTP/2 ones with GOAWAY).
 async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -288,7 +306,8 @@ async fn serve(
                 Ok((tcp, _peer)) => {
                     let _ = tcp.set_nodelay(true);
                     let watcher = graceful.watcher();
-                    connections.spawn(connection(tcp, tls.clone(), router.clone(), http.clone(), watcher));
+                    let stop = stop.clone();
+                    connections.spawn(connection(tcp, tls.clone(), router.clone(), http.clone(), watcher, stop));
                 }
                 Err(error) => {
                     // E.g. out of file descriptors: back off instead of spinning.
@@ -314,44 +333,75 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-/// One connection: the TLS handshake (bounded), then HTTP/2 if ALPN chose
-/// it, else HTTP/1.1.
-async fn connection(tcp: TcpStream, tls: Option<TlsAcceptor>, router: Router, http: Arc<Http>, watcher: Watcher) {
+/// One connection: the TLS handshake (bounded by its timeout and by
+/// shutdown), then HTTP/2 if ALPN chose it, else HTTP/1.1, under
+/// [`connection::supervise`].
+async fn connection(
+    tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    http: Arc<Http>,
+    watcher: Watcher,
+    mut stop: watch::Receiver<bool>,
+) {
+    let activity = Activity::new();
     let Some(acceptor) = tls else {
-        return serve_http(tcp, &http.h1, router, watcher).await;
+        activity.ready();
+        let io = Tracked::both(tcp, activity.clone());
+        return serve_http(io, &http.h1, http.h1_timeouts, router, activity, watcher, &mut stop).await;
     };
-    let stream = match tokio::time::timeout(http.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("TLS handshake timed out");
-            return;
-        }
+    // Encrypted bytes count as received: a TLS record trickled a byte at a
+    // time starts the head clock as plain bytes would.
+    let handshake =
+        tokio::time::timeout(http.handshake_timeout, acceptor.accept(Tracked::reads(tcp, activity.clone())));
+    let stream = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                return;
+            }
+        },
+        // A handshake is no request in flight: shutdown does not wait for it.
+        () = stopped(&mut stop) => return,
     };
-    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        let activity = idle::Activity::new();
-        let service = TowerToHyperService::new(idle::tracked(router, activity.clone()));
-        let serving = watcher.watch(http.h2.serve_connection(TokioIo::new(stream), service));
-        match idle::until_idle(serving, &activity, http.h2_idle_timeout).await {
-            Some(Err(error)) => tracing::debug!(%error, "connection ended with an error"),
-            Some(Ok(())) => {}
-            None => tracing::debug!("closed an HTTP/2 connection without a request for the idle timeout"),
-        }
+    activity.ready();
+    let (builder, timeouts) = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        (&http.h2, http.h2_timeouts)
     } else {
-        serve_http(stream, &http.h1, router, watcher).await;
-    }
+        (&http.h1, http.h1_timeouts)
+    };
+    let io = Tracked::writes(stream, activity.clone());
+    serve_http(io, builder, timeouts, router, activity, watcher, &mut stop).await;
 }
 
-async fn serve_http<I>(io: I, builder: &auto::Builder<TokioExecutor>, router: Router, watcher: Watcher)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+/// Serves HTTP on `io` until the connection ends, times out, or is quiet
+/// during shutdown.
+async fn serve_http<I>(
+    io: I,
+    builder: &auto::Builder<TokioExecutor>,
+    timeouts: Timeouts,
+    router: Router,
+    activity: Arc<Activity>,
+    watcher: Watcher,
+    stop: &mut watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
-    if let Err(error) = watcher.watch(connection).await {
-        tracing::debug!(%error, "connection ended with an error");
+    let service = TowerToHyperService::new(connection::tracked(router, activity.clone()));
+    let serving = watcher.watch(builder.serve_connection(TokioIo::new(io), service));
+    match connection::supervise(serving, &activity, timeouts, stop).await {
+        End::Finished(Err(error)) => tracing::debug!(%error, "connection ended with an error"),
+        End::Finished(Ok(())) => {}
+        End::TimedOut(Expiry::Idle) => tracing::debug!("closed a connection idle for the idle timeout"),
+        End::TimedOut(Expiry::Head) => {
+            tracing::debug!("closed a connection whose request head was not complete within the header-read timeout");
+        }
+        End::Shutdown => tracing::debug!("shutdown: closed a connection without a request in flight"),
     }
 }
 
@@ -464,7 +514,7 @@ where
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = match format {
-        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).with_timer(logformat::Rfc3339Time).try_init(),
         LogFormat::Json => builder.event_format(logformat::JsonLines).try_init(),
     };
     if let Err(error) = result {

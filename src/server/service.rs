@@ -206,8 +206,10 @@ pub fn admit_at<'b, 'p>(policy: &'p Policy, body: &'b [u8], now: Timestamp) -> R
         Ok((kind, ephemeral_only)) => {
             let empty = Object::default();
             let target = pod_target(kind, object.as_deref().unwrap_or(&empty));
+            let existing;
             let view = if ephemeral_only {
-                PodView::new_ephemeral_containers_of(&target, existing_ephemeral_containers(target.spec, old_object))
+                existing = existing_ephemeral_containers(target.spec, old_object);
+                PodView::new_ephemeral_containers_of(&target, &existing)
             } else {
                 PodView::of(&target)
             };
@@ -228,18 +230,21 @@ pub fn admit_at<'b, 'p>(policy: &'p Policy, body: &'b [u8], now: Timestamp) -> R
     Ok(Admission { uid, kind: label_kind, operation, dry_run: dry_run.unwrap_or(false), namespace, name, outcome })
 }
 
-/// How many leading ephemeral containers of `spec` were already in
-/// `oldObject` (same names, same order). The API only appends ephemeral
-/// containers and never changes one, so those were admitted before. Anything
-/// unreadable counts as none, so that every ephemeral container is evaluated.
-fn existing_ephemeral_containers(spec: &PodSpec<'_>, old_object: Option<&RawValue>) -> usize {
-    let Some(old) = old_object.and_then(|old| serde_json::from_str::<Object>(old.get()).ok()) else { return 0 };
-    let Some(old_spec) = old.spec.as_ref() else { return 0 };
-    spec.ephemeral_containers
-        .iter()
-        .zip(&old_spec.pod.ephemeral_containers)
-        .take_while(|(new, old)| new.name == old.name)
-        .count()
+/// For each ephemeral container of `spec`, whether `oldObject` already had
+/// one of that name. The apiserver validates the update before validating
+/// webhooks see it: an existing ephemeral container cannot be changed or
+/// removed and names are unique, so a known name is a container admitted
+/// before. Matched by name, not position: the apiserver accepts a new order
+/// (a strategic merge patch without `$setElementOrder` puts the added one
+/// first, as the end-to-end tests found). Anything unreadable counts as
+/// none existing, so that every ephemeral container is evaluated.
+fn existing_ephemeral_containers(spec: &PodSpec<'_>, old_object: Option<&RawValue>) -> Vec<bool> {
+    let old = old_object.and_then(|old| serde_json::from_str::<Object>(old.get()).ok());
+    let Some(old_spec) = old.as_ref().and_then(|old| old.spec.as_ref()) else { return Vec::new() };
+    // A set, not a scan per container: both lists come from the request.
+    let old_names: std::collections::HashSet<&str> =
+        old_spec.pod.ephemeral_containers.iter().map(|container| &*container.name).collect();
+    spec.ephemeral_containers.iter().map(|container| old_names.contains(&*container.name)).collect()
 }
 
 /// Whether the pod spec (Pod) or pod template (workloads) of an UPDATE's
@@ -430,6 +435,17 @@ mod tests {
             verdict.violations.iter().all(|v| v.finding.field.starts_with("spec.ephemeralContainers[1].")),
             "{verdict:?}"
         );
+
+        // The added one first, as a strategic merge patch without
+        // $setElementOrder leaves it: still only the added one is judged.
+        let reordered =
+            r#"{"spec":{"containers":[{"name":"app"}],"ephemeralContainers":[{"name":"debug-2"},{"name":"debug-1"}]}}"#;
+        let body = subresource(reordered, old);
+        let admission = admit(&policy, body.as_bytes()).unwrap();
+        let fields: Vec<&str> =
+            admission.verdict().unwrap().violations.iter().map(|v| v.finding.field.as_str()).collect();
+        assert!(!fields.is_empty());
+        assert!(fields.iter().all(|f| f.starts_with("spec.ephemeralContainers[0].")), "{fields:?}");
 
         // No usable oldObject: every ephemeral container is judged.
         for old in ["null", "5", r#"{"spec":{"ephemeralContainers":[{"name":"other"}]}}"#] {

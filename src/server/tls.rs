@@ -8,11 +8,17 @@
 //! [`CertReloader`] polls the files and swaps in a changed pair once it has
 //! parsed it and checked that key and certificate belong together. A broken
 //! pair is logged and counted, and the old one stays in service.
+//!
+//! The leaf's validity is read with `x509-parser` (UTCTime and
+//! GeneralizedTime alike): an expired certificate is refused, and one not yet
+//! valid is served with a warning, because a few minutes of clock skew
+//! between the issuer (cert-manager, a CA) and the node are common and
+//! refusing would fail the start-up or keep an older certificate in service.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -39,7 +45,7 @@ pub enum TlsError {
     Key(String),
     #[error("certificate and private key do not belong together: {0}")]
     Mismatch(String),
-    #[error("certificate expired at {0} (Unix time)")]
+    #[error("certificate expired at {}", crate::time::format_unix_seconds(*.0))]
     Expired(i64),
     #[error("cannot generate a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
@@ -58,17 +64,39 @@ pub struct CertPair {
     pub key: Arc<CertifiedKey>,
     /// `notAfter` of the leaf certificate, as a Unix timestamp.
     pub not_after: i64,
+    /// `notBefore` of the leaf certificate, as a Unix timestamp.
+    pub not_before: i64,
+}
+
+impl CertPair {
+    /// Logs a warning if the leaf is not valid yet at `now` (Unix time):
+    /// it is served all the same (see the module documentation), but a
+    /// client whose clock is behind `notBefore` refuses it.
+    pub fn warn_if_not_yet_valid(&self, now: i64, cert: &Path) {
+        if self.not_before > now {
+            tracing::warn!(
+                cert = %cert.display(),
+                not_before = %crate::time::format_unix_seconds(self.not_before),
+                seconds_early = self.not_before - now,
+                "the TLS certificate is not valid yet (clock skew with its issuer?); serving it, \
+                 but clients whose clock is behind notBefore will refuse it"
+            );
+        }
+    }
 }
 
 impl fmt::Debug for CertPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertPair").field("not_after", &self.not_after).finish_non_exhaustive()
+        f.debug_struct("CertPair")
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
     }
 }
 
 /// Parses a PEM certificate chain (leaf first) and a PEM private key
 /// (PKCS#8, PKCS#1 or SEC1), and checks that they match and that the leaf
-/// has not expired.
+/// has not expired. A leaf not valid yet is accepted (the caller warns).
 pub fn load_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertPair, TlsError> {
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
@@ -76,8 +104,7 @@ pub fn load_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertPair, TlsError> 
     let Some(leaf) = chain.first() else {
         return Err(TlsError::Certificate("no CERTIFICATE block in the PEM file".to_owned()));
     };
-    let not_after = not_after(leaf)
-        .ok_or_else(|| TlsError::Certificate("cannot read the validity of the leaf certificate".to_owned()))?;
+    let Validity { not_before, not_after } = validity(leaf).map_err(TlsError::Certificate)?;
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Key(e.to_string()))?;
     let certified = CertifiedKey::from_der(chain, key, &provider()).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => TlsError::Mismatch(e.to_string()),
@@ -86,7 +113,7 @@ pub fn load_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertPair, TlsError> 
     if not_after < unix_now() {
         return Err(TlsError::Expired(not_after));
     }
-    Ok(CertPair { key: Arc::new(certified), not_after })
+    Ok(CertPair { key: Arc::new(certified), not_after, not_before })
 }
 
 /// The certificate and key file paths (`--tls-cert`, `--tls-key`).
@@ -184,8 +211,8 @@ pub fn self_signed(dns_names: &[String]) -> Result<SelfSigned, TlsError> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         &provider(),
     )?;
-    let not_after = not_after(leaf.der()).unwrap_or_default();
-    Ok(SelfSigned { pair: CertPair { key: Arc::new(certified), not_after }, ca_pem: ca.pem() })
+    let Validity { not_before, not_after } = validity(leaf.der()).map_err(TlsError::Certificate)?;
+    Ok(SelfSigned { pair: CertPair { key: Arc::new(certified), not_after, not_before }, ca_pem: ca.pem() })
 }
 
 /// What one poll of the certificate files found.
@@ -244,9 +271,10 @@ impl CertReloader {
                 self.metrics.tls_reload(ReloadResult::Success);
                 tracing::info!(
                     cert = %self.files.cert.display(),
-                    not_after = loaded.not_after,
+                    not_after = %crate::time::format_unix_seconds(loaded.not_after),
                     "loaded the new TLS certificate; new connections use it"
                 );
+                loaded.warn_if_not_yet_valid(unix_now(), &self.files.cert);
                 Reload::Loaded
             }
             Err(error) => {
@@ -278,97 +306,81 @@ impl CertReloader {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    crate::time::Timestamp::now().as_second()
 }
 
-/// The `notAfter` of a DER certificate as a Unix timestamp. A minimal DER
-/// walk (Certificate > TBSCertificate > Validity) instead of a full X.509
-/// parser dependency for one field.
-pub fn not_after(cert: &[u8]) -> Option<i64> {
-    let (0x30, cert, _) = tlv(cert)? else { return None };
-    let (0x30, tbs, _) = tlv(cert)? else { return None };
-    let mut rest = tbs;
-    if let (0xa0, _, after_version) = tlv(rest)? {
-        rest = after_version;
+/// The validity period of a certificate, as Unix timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// The validity period of a DER certificate (`x509-parser`: RFC 5280, a
+/// `UTCTime` before 2050 and a `GeneralizedTime` from 2050 on).
+pub fn validity(cert: &[u8]) -> Result<Validity, String> {
+    let (rest, parsed) =
+        x509_parser::parse_x509_certificate(cert).map_err(|e| format!("cannot parse the leaf certificate: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the end of the leaf certificate", rest.len()));
     }
-    let (_serial, _, rest) = tlv(rest)?;
-    let (_signature, _, rest) = tlv(rest)?;
-    let (_issuer, _, rest) = tlv(rest)?;
-    let (0x30, validity, _) = tlv(rest)? else { return None };
-    let (_not_before, _, rest) = tlv(validity)?;
-    let (tag, time, _) = tlv(rest)?;
-    der_time(tag, time)
-}
-
-/// One DER tag-length-value at the start of `input`: tag, contents, rest.
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let len = rest[..count].iter().fold(0usize, |len, &byte| (len << 8) | usize::from(byte));
-        (len, &rest[count..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
-/// A UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
-fn der_time(tag: u8, bytes: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let (year, rest) = match tag {
-        0x17 => {
-            let yy: i64 = text.get(..2)?.parse().ok()?;
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
-        }
-        0x18 => (text.get(..4)?.parse().ok()?, text.get(4..)?),
-        _ => return None,
-    };
-    if rest.len() != 11 || !rest.ends_with('Z') || !rest[..10].bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let field = |at: usize| rest[at..at + 2].parse::<i64>().ok();
-    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    let period = parsed.validity();
+    Ok(Validity { not_before: period.not_before.timestamp(), not_after: period.not_after.timestamp() })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn leaf(not_after: (i32, u8, u8)) -> (String, String) {
+    /// A self-signed certificate for localhost valid from `not_before` to
+    /// `not_after` (year, month, day, midnight UTC): PEM, key PEM and DER.
+    fn cert(not_before: (i32, u8, u8), not_after: (i32, u8, u8)) -> (String, String, Vec<u8>) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
         params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
         let cert = params.self_signed(&key).unwrap();
-        (cert.pem(), key.serialize_pem())
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+
+    fn leaf(not_after: (i32, u8, u8)) -> (String, String) {
+        let (cert, key, _) = cert((2020, 1, 1), not_after);
+        (cert, key)
+    }
+
+    /// Whether `der` holds `time` encoded as a UTCTime (tag 0x17) or a
+    /// GeneralizedTime (0x18).
+    fn encodes(der: &[u8], tag: u8, time: &str) -> bool {
+        let mut needle = vec![tag, u8::try_from(time.len()).unwrap()];
+        needle.extend_from_slice(time.as_bytes());
+        der.windows(needle.len()).any(|window| window == needle)
     }
 
     #[test]
-    fn reads_not_after_of_utc_and_generalized_times() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        let (cert, key) = leaf((2049, 12, 31));
-        let pair = load_pair(cert.as_bytes(), key.as_bytes()).unwrap();
-        assert_eq!(pair.not_after, 2_524_521_600); // 2049-12-31T00:00:00Z, a UTCTime
-        let (cert, key) = leaf((2100, 1, 1));
-        assert_eq!(load_pair(cert.as_bytes(), key.as_bytes()).unwrap().not_after, 4_102_444_800);
-        // GeneralizedTime
+    fn reads_utc_time_and_generalized_time_validity() {
+        const UTC_TIME: u8 = 0x17;
+        const GENERALIZED_TIME: u8 = 0x18;
+        // UTCTime up to 2049, GeneralizedTime from 2050 (RFC 5280, 4.1.2.5).
+        let (pem, key, der) = cert((1950, 1, 1), (2049, 12, 31));
+        assert!(encodes(&der, UTC_TIME, "500101000000Z") && encodes(&der, UTC_TIME, "491231000000Z"));
+        let pair = load_pair(pem.as_bytes(), key.as_bytes()).unwrap();
+        assert_eq!(pair.not_before, -631_152_000); // 1950-01-01T00:00:00Z: "50" is 1950
+        assert_eq!(pair.not_after, 2_524_521_600); // 2049-12-31T00:00:00Z: "49" is 2049
+
+        let (pem, key, der) = cert((2020, 1, 1), (2050, 1, 1));
+        assert!(encodes(&der, GENERALIZED_TIME, "20500101000000Z"));
+        assert_eq!(load_pair(pem.as_bytes(), key.as_bytes()).unwrap().not_after, 2_524_608_000);
+
+        let (pem, key, der) = cert((2020, 1, 1), (2100, 1, 1));
+        assert!(encodes(&der, GENERALIZED_TIME, "21000101000000Z"));
+        assert_eq!(load_pair(pem.as_bytes(), key.as_bytes()).unwrap().not_after, 4_102_444_800);
+
+        // The last day X.509 can express, past jiff's Timestamp::MAX.
+        let (pem, key, der) = cert((2020, 1, 1), (9999, 12, 31));
+        assert!(encodes(&der, GENERALIZED_TIME, "99991231000000Z"));
+        let pair = load_pair(pem.as_bytes(), key.as_bytes()).unwrap();
+        assert_eq!(pair.not_after, 253_402_214_400);
+        assert_eq!(crate::time::format_unix_seconds(pair.not_after), "9999-12-31T00:00:00Z");
     }
 
     #[test]
@@ -379,7 +391,30 @@ mod tests {
         assert!(matches!(load_pair(cert.as_bytes(), b"garbage"), Err(TlsError::Key(_))));
         assert!(matches!(load_pair(cert.as_bytes(), other_key.as_bytes()), Err(TlsError::Mismatch(_))));
         let (old, old_key) = leaf((2021, 1, 1));
-        assert!(matches!(load_pair(old.as_bytes(), old_key.as_bytes()), Err(TlsError::Expired(_))));
+        let error = load_pair(old.as_bytes(), old_key.as_bytes()).unwrap_err();
+        assert!(matches!(error, TlsError::Expired(1_609_459_200)), "{error:?}");
+        assert_eq!(error.to_string(), "certificate expired at 2021-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn a_certificate_not_valid_yet_is_accepted() {
+        let (pem, key, _) = cert((2098, 1, 1), (2099, 1, 1));
+        let pair = load_pair(pem.as_bytes(), key.as_bytes()).unwrap();
+        assert_eq!(pair.not_before, 4_039_372_800); // 2098-01-01T00:00:00Z
+        assert!(pair.not_before > unix_now());
+    }
+
+    #[test]
+    fn a_der_certificate_that_is_not_x509_is_refused() {
+        // Bytes that are no certificate: a clear error, no panic.
+        for der in [&b""[..], b"\x30\x03\x02\x01\x01", b"\x30\x82\xff\xff", &[0x30; 64]] {
+            assert!(validity(der).is_err(), "{der:?}");
+        }
+        let (_, _, der) = cert((2020, 1, 1), (2099, 1, 1));
+        let mut trailing = der.clone();
+        trailing.push(0);
+        assert_eq!(validity(&trailing).unwrap_err(), "1 bytes after the end of the leaf certificate");
+        assert!(validity(&der[..der.len() - 1]).is_err());
     }
 
     #[test]

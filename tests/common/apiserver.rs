@@ -432,6 +432,15 @@ rm -rf "$1""#,
             .unwrap_or_else(|e| panic!("create serviceaccount {name}/default: {e}"));
     }
 
+    /// Creates the `default` ServiceAccount of an existing namespace
+    /// (`kube-system`, [`RELEASE_NAMESPACE`]) unless it is there.
+    pub async fn ensure_default_service_account(&self, namespace: &str) {
+        let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+        let path = format!("/api/v1/namespaces/{namespace}/serviceaccounts");
+        let answer = send(&self.admin(), "POST", &path, "application/json", Some(&account)).await;
+        assert!(answer.status == 201 || answer.status == 409, "default serviceaccount in {namespace}: {answer:?}");
+    }
+
     /// Puts an existing namespace (`kube-system`, [`RELEASE_NAMESPACE`]) in
     /// `scope`, so that only the chart's own exclusion keeps it from podgate.
     pub async fn label_namespace(&self, name: &str, scope: &str) {
@@ -616,7 +625,8 @@ pub struct Podgate {
 }
 
 /// `helm template` of the chart in [`RELEASE_NAMESPACE`], for one scope, with `--set` values.
-pub fn render_chart(cluster: &Cluster, scope: &str, values: &[&str]) -> Vec<Value> {
+/// `json_values` are `--set-json` items (`exemptions=[...]`).
+pub fn render_chart(cluster: &Cluster, scope: &str, values: &[&str], json_values: &[&str]) -> Vec<Value> {
     let helm = find_tool("helm").expect("helm (checked when the cluster started)");
     let home = cluster.dir.join("helm-home");
     let mut command = Command::new(helm);
@@ -637,6 +647,9 @@ pub fn render_chart(cluster: &Cluster, scope: &str, values: &[&str]) -> Vec<Valu
     for value in values {
         command.args(["--set", value]);
     }
+    for value in json_values {
+        command.args(["--set-json", value]);
+    }
     let output = command.output().expect("run helm");
     assert!(output.status.success(), "helm template failed:\n{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8(output.stdout).unwrap();
@@ -652,12 +665,19 @@ impl Podgate {
     /// serve flags, registers the rendered webhook configuration (only
     /// `clientConfig` changed) and waits until the apiserver calls podgate.
     pub async fn register(cluster: &Cluster, scope: &str, values: &[&str]) -> Podgate {
-        Self::register_with(cluster, scope, values, &[]).await
+        Self::register_with(cluster, scope, values, &[], &[]).await
     }
 
-    /// [`register`](Self::register) with extra `podgate serve` flags.
-    pub async fn register_with(cluster: &Cluster, scope: &str, values: &[&str], extra: &[&str]) -> Podgate {
-        let documents = render_chart(cluster, scope, values);
+    /// [`register`](Self::register) with `--set-json` items as well
+    /// (`exemptions=[...]`) and extra `podgate serve` flags.
+    pub async fn register_with(
+        cluster: &Cluster,
+        scope: &str,
+        values: &[&str],
+        json_values: &[&str],
+        extra: &[&str],
+    ) -> Podgate {
+        let documents = render_chart(cluster, scope, values, json_values);
         let find = |kind: &str| {
             documents.iter().find(|doc| doc["kind"] == kind).unwrap_or_else(|| panic!("the chart renders no {kind}"))
         };

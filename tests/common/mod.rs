@@ -72,6 +72,50 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// Like [`TestCa::leaf`], but valid only from `days` days from now (a
+    /// certificate issued by a CA whose clock is ahead of this node's).
+    pub fn leaf_valid_in(&self, common_name: &str, days: u64) -> Leaf {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = rcgen::date_time_ymd(1970, 1, 1) + now + Duration::from_secs(days * 86_400);
+        params.not_after = rcgen::date_time_ymd(2090, 1, 1);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
+    }
+}
+
+/// A rustls client clock `ahead` of the real one (a node whose clock is
+/// ahead, or one that checks a certificate later).
+#[derive(Debug)]
+pub struct ClockAhead(pub Duration);
+
+impl rustls::time_provider::TimeProvider for ClockAhead {
+    fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(rustls::pki_types::UnixTime::since_unix_epoch(now + self.0))
+    }
+}
+
+/// An HTTPS client (HTTP/1.1) that trusts `ca_pem` and whose clock is `ahead`.
+pub fn client_with_clock_ahead(ca_pem: &str, ahead: Duration) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_details(provider, Arc::new(ClockAhead(ahead)))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder().use_preconfigured_tls(config).timeout(PATIENCE).no_proxy().build().unwrap()
+}
+
 /// Unix time of `year`-01-01T00:00:00Z.
 pub fn new_year(year: i32) -> i64 {
     rcgen::date_time_ymd(year, 1, 1).unix_timestamp()
@@ -687,13 +731,22 @@ pub fn proc_status_available() -> bool {
 
 /// The addresses a `podgate serve --log-format json` process logs at start-up.
 pub fn wait_for_addresses(lines: &std::sync::mpsc::Receiver<String>) -> (SocketAddr, SocketAddr) {
+    wait_for_addresses_keeping(lines, &mut Vec::new())
+}
+
+/// [`wait_for_addresses`], keeping the lines read meanwhile in `seen`.
+pub fn wait_for_addresses_keeping(
+    lines: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+) -> (SocketAddr, SocketAddr) {
     let (mut webhook, mut metrics) = (None, None);
     let deadline = std::time::Instant::now() + PATIENCE;
     while webhook.is_none() || metrics.is_none() {
         let line = lines
             .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
             .expect("podgate logs its listening addresses");
-        let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+        seen.push(line);
+        let Ok(event) = serde_json::from_str::<Value>(&seen[seen.len() - 1]) else { continue };
         let address = event["address"].as_str().and_then(|a| a.parse().ok());
         match event["endpoint"].as_str() {
             Some("webhook") => webhook = address,
@@ -746,8 +799,9 @@ impl ServerProcess {
                 }
             }
         });
-        let (webhook, metrics) = wait_for_addresses(&lines);
-        ServerProcess { child, webhook, metrics, lines, collected: Vec::new(), reviews_logged, reader: Some(reader) }
+        let mut collected = Vec::new();
+        let (webhook, metrics) = wait_for_addresses_keeping(&lines, &mut collected);
+        ServerProcess { child, webhook, metrics, lines, collected, reviews_logged, reader: Some(reader) }
     }
 
     pub fn pid(&self) -> String {
