@@ -5,7 +5,9 @@
 //! [`decode`] (bytes -> lean model) -> [`extract`] (object -> pod spec and its
 //! path) -> [`checks`] (pod spec -> findings) -> [`verdict`] (findings +
 //! policy -> allow/deny/warn) -> [`report`] for `podgate check`, or
-//! [`server`] for `podgate serve`, the HTTPS webhook.
+//! [`server`] for `podgate serve`, the HTTPS webhook. `podgate check` gets
+//! its documents from [`source`]: files, and Helm charts and kustomizations
+//! rendered by their own tools.
 //! [`config`] holds the policy the admin sets; [`exemption`] decides which
 //! of its exemption rules apply to an object at a given time; [`duration`]
 //! and [`time`] read and write the standard formats (Go durations, RFC 3339).
@@ -20,5 +22,6 @@ pub mod exemption;
 pub mod extract;
 pub mod report;
 pub mod server;
+pub mod source;
 pub mod time;
 pub mod verdict;

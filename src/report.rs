@@ -1,17 +1,46 @@
-//! Step 5 for `podgate check`: verdicts as the JSON contract or as text for people.
+//! Step 5 for `podgate check`: verdicts as the JSON contract or as text for
+//! people; [`sarif`] and [`github`] for CI systems that show findings inline.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::checks::CheckId;
+use crate::decode::manifest::SkipReason;
 use crate::verdict::{Effect, Verdict};
 
-/// `--format json`: `{"results":[...]}`. This shape is a contract for CI
-/// pipelines; tests pin it.
+pub mod github;
+pub mod sarif;
+
+/// `--format json`: `{"results":[...], "skipped":[...], "errors":[...]}`.
+/// This shape is a contract for CI pipelines; tests pin it.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub results: Vec<ObjectResult>,
+    /// What was not checked and why (one entry per document, chart or
+    /// kustomization).
+    pub skipped: Vec<Skipped>,
+    /// What could not be read, decoded or rendered (also on stderr).
+    pub errors: Vec<Problem>,
+}
+
+/// A document, file, chart or kustomization that was not checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// `FILE#DOC` for a document, the directory for a chart or kustomization.
+    pub source: String,
+    pub reason: SkipReason,
+}
+
+/// An input podgate could not evaluate: it fails the run (exit code 2).
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// `FILE#DOC`, or the file or directory.
+    pub source: String,
+    /// The file to point at (for annotations), and the line when known.
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
 }
 
 /// The verdict on one object.
@@ -32,6 +61,11 @@ pub struct ObjectResult {
     /// Warnings about the verdict: an applied rule expiring soon.
     pub notices: Vec<String>,
     pub violations: Vec<ViolationResult>,
+    /// The file to point at: the manifest, or for a rendered chart the
+    /// template (for a kustomization, its kustomization file).
+    pub file: String,
+    /// The object's first line in `file`, when known.
+    pub line: Option<usize>,
 }
 
 /// An exemption rule that applied to an object.
@@ -57,6 +91,9 @@ pub struct ViolationResult {
     pub field: String,
     pub container: Option<String>,
     pub message: String,
+    /// The line of the field in the object's `file` (of its nearest
+    /// ancestor when the field is missing), when known.
+    pub line: Option<usize>,
 }
 
 impl ObjectResult {
@@ -78,6 +115,7 @@ impl ObjectResult {
                 field: v.finding.field.clone(),
                 container: v.finding.container.clone(),
                 message: v.warning_text(),
+                line: None,
             })
             .collect();
         let exemptions = verdict
@@ -92,7 +130,10 @@ impl ObjectResult {
                 expires: rule.expires.as_ref().map(|e| e.text.clone()),
             })
             .collect();
+        let file = source.rsplit_once('#').map_or(source.as_str(), |(file, _)| file).to_owned();
         ObjectResult {
+            file,
+            line: None,
             source,
             api_version,
             kind,
@@ -110,25 +151,29 @@ impl ObjectResult {
 /// Counts for the summary line.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Tally {
-    /// Documents that hold no Pod or workload (Services, ConfigMaps ...).
-    pub skipped: usize,
-    /// Files or documents that could not be read or decoded.
+    /// Documents (charts, kustomizations) not checked, by [`SkipReason`]
+    /// in the order of [`SkipReason::ALL`].
+    pub skipped: [usize; SkipReason::ALL.len()],
+    /// Files or documents that could not be read, decoded or rendered.
     pub errors: usize,
+}
+
+impl Tally {
+    /// Counts one skipped document or unit.
+    pub fn skip(&mut self, reason: SkipReason) {
+        self.skipped[reason as usize] += 1;
+    }
 }
 
 /// Text for a terminal: one block per object, grouped, then a summary line.
 pub fn render_text(report: &Report, tally: Tally) -> String {
     let mut out = String::new();
-    let (mut denied, mut warned, mut passed) = (0, 0, 0);
     for result in &report.results {
         let status = if !result.allowed {
-            denied += 1;
             "DENY"
         } else if !result.violations.is_empty() || !result.notices.is_empty() {
-            warned += 1;
             "WARN"
         } else {
-            passed += 1;
             "PASS"
         };
         let namespace = result.namespace.as_deref().map(|ns| format!("{ns}/")).unwrap_or_default();
@@ -148,26 +193,81 @@ pub fn render_text(report: &Report, tally: Tally) -> String {
         }
         for v in &result.violations {
             let _ = writeln!(out, "      {:<4}  {}: {}", v.action, v.check, v.message);
-            let _ = writeln!(out, "            field: {}", v.field);
+            match v.line {
+                Some(line) => {
+                    let _ = writeln!(out, "            field: {}  ({}:{line})", v.field, result.file);
+                }
+                None => {
+                    let _ = writeln!(out, "            field: {}", v.field);
+                }
+            }
         }
     }
+    let mut explained = std::collections::BTreeSet::new();
+    for skipped in &report.skipped {
+        if let Some(hint) = skip_hint(skipped) {
+            // A template file with many documents is explained once.
+            let file = skipped.source.rsplit_once('#').map_or(skipped.source.as_str(), |(file, _)| file);
+            if explained.insert(file.to_owned()) {
+                let _ = writeln!(out, "SKIP  {file}: {hint}");
+            }
+        }
+    }
+    out.push('\n');
+    out.push_str(&summary(report, tally));
+    out
+}
+
+/// The last line of the text format: objects by outcome, skips by reason,
+/// errors.
+pub fn summary(report: &Report, tally: Tally) -> String {
+    let mut out = String::new();
     let objects = report.results.len();
+    let denied = report.results.iter().filter(|r| !r.allowed).count();
+    let warned =
+        report.results.iter().filter(|r| r.allowed && (!r.violations.is_empty() || !r.notices.is_empty())).count();
+    let passed = objects - denied - warned;
     let _ = write!(
         out,
-        "\n{objects} object{} checked: {denied} denied, {warned} allowed with warnings, {passed} passed",
+        "{objects} object{} checked: {denied} denied, {warned} allowed with warnings, {passed} passed",
         if objects == 1 { "" } else { "s" }
     );
-    if tally.skipped > 0 {
-        let _ = write!(
-            out,
-            "; {} document{} skipped (not a Pod or workload)",
-            tally.skipped,
-            if tally.skipped == 1 { "" } else { "s" }
-        );
+    for reason in SkipReason::ALL {
+        let count = tally.skipped[reason as usize];
+        let noun = match reason {
+            SkipReason::HelmChart => "chart",
+            SkipReason::Kustomization => "kustomization",
+            _ => "document",
+        };
+        if count > 0 {
+            let _ =
+                write!(out, "; {count} {noun}{} skipped ({})", if count == 1 { "" } else { "s" }, reason.describe());
+        }
     }
     if tally.errors > 0 {
         let _ = write!(out, "; {} error{} (see above)", tally.errors, if tally.errors == 1 { "" } else { "s" });
     }
     out.push('\n');
     out
+}
+
+/// The one-line explanation printed for a skipped chart, kustomization or
+/// template file: what it is and the command that checks it. Other skipped
+/// documents (Services, values files ...) are only counted.
+pub fn skip_hint(skipped: &Skipped) -> Option<String> {
+    let source = &skipped.source;
+    match skipped.reason {
+        SkipReason::HelmChart => {
+            Some(format!("Helm chart, not rendered; check what it renders with `podgate check --helm {source}`"))
+        }
+        SkipReason::Kustomization => Some(format!(
+            "kustomization, not rendered; check what it renders with `podgate check --kustomize {source}`"
+        )),
+        SkipReason::GoTemplate => Some(
+            "Go template syntax outside a Helm chart: render it and check the output \
+             (e.g. `helm template CHART | podgate check -`)"
+                .to_owned(),
+        ),
+        _ => None,
+    }
 }

@@ -13,7 +13,8 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
 
 use podgate::config::Policy;
-use podgate::decode::manifest::{for_each_document, Syntax};
+use podgate::decode::locate::Locator;
+use podgate::decode::manifest::{for_each_document_with_source, Syntax};
 use podgate::decode::review;
 use podgate::extract::WorkloadKind;
 use podgate::verdict::{evaluate_object, Subject};
@@ -103,12 +104,14 @@ fn review_through_engine(body: &[u8], policy: &Policy) -> bool {
     true
 }
 
-/// Parse a manifest as `podgate check` does and evaluate every object.
+/// Parse a manifest as `podgate check` does, evaluate every object and
+/// look up the line of every finding's field (as the report does).
 fn manifest_through_engine(text: &str, syntax: Syntax, policy: &Policy) -> usize {
     let mut documents = 0;
-    for_each_document(text, syntax, |_, document| {
+    for_each_document_with_source(text, syntax, |_, source, document| {
         documents += 1;
         let Ok(document) = document else { return };
+        let mut locator = Locator::new(source, syntax);
         for found in document.into_objects() {
             let object = &found.object;
             let kind = WorkloadKind::from_api_version_kind(
@@ -117,7 +120,14 @@ fn manifest_through_engine(text: &str, syntax: Syntax, policy: &Policy) -> usize
             );
             if let Some(kind) = kind {
                 let subject = Subject::stored(kind, object, None);
-                let _ = evaluate_object(policy, &subject, kind, object, jiff::Timestamp::UNIX_EPOCH).denial_message();
+                let verdict = evaluate_object(policy, &subject, kind, object, jiff::Timestamp::UNIX_EPOCH);
+                let _ = verdict.denial_message();
+                let _ = locator.line_of(&found.path);
+                // A few per object: the same code for every finding, and
+                // each costs a re-parse (the suite stays lean).
+                for violation in verdict.violations.iter().take(3) {
+                    let _ = locator.line_of(&format!("{}.{}", found.path, violation.finding.field));
+                }
             }
         }
     });

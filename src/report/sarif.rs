@@ -1,0 +1,181 @@
+//! `--format sarif`: SARIF 2.1.0, which GitHub code scanning (and other
+//! SARIF readers) show inline.
+//!
+//! One rule per check id, with its documentation; one result per finding,
+//! located at the file and line of the offending field. Inputs that could
+//! not be evaluated are the invocation's error notifications (and make the
+//! run unsuccessful); skip counts are in the run's `properties`.
+
+use serde_json::{json, Value};
+
+use super::{Report, Tally};
+use crate::checks::CheckId;
+use crate::config::{Action, Mode, Policy};
+use crate::decode::manifest::SkipReason;
+
+/// The rule's name and documentation: (short description, full description).
+fn documentation(check: CheckId) -> (&'static str, &'static str) {
+    match check {
+        CheckId::RunAsNonRoot => (
+            "Containers must run as non-root",
+            "The effective runAsNonRoot of every container (its securityContext, else the pod's) must be true. \
+             A container-level false overrides a pod-level true and violates.",
+        ),
+        CheckId::RunAsUser => (
+            "UIDs must be non-zero and in the allowed range",
+            "Every runAsUser that is set (pod level and each container) must be non-zero, at least minUid \
+             (default 1000) and at most maxUid if set. An unset UID passes; runAsNonRoot governs it.",
+        ),
+        CheckId::AllowPrivilegeEscalation => (
+            "Containers must not allow privilege escalation",
+            "Every container must set securityContext.allowPrivilegeEscalation: false explicitly; \
+             privileged: true also violates.",
+        ),
+        CheckId::LivenessProbe => (
+            "Long-running containers need a liveness probe",
+            "Every regular container and sidecar init container (restartPolicy: Always) needs a livenessProbe, \
+             unless the pod runs to completion (restartPolicy Never or OnFailure: Jobs, CronJobs).",
+        ),
+        CheckId::ReadinessProbe => (
+            "Long-running containers need a readiness probe",
+            "Every regular container and sidecar init container (restartPolicy: Always) needs a readinessProbe, \
+             unless the pod runs to completion (restartPolicy Never or OnFailure: Jobs, CronJobs).",
+        ),
+        CheckId::ProbeSettings => (
+            "Probes must be well-formed",
+            "Every probe has exactly one handler, a named port that exists in the container's ports or a \
+             numeric port in 1..65535, timeoutSeconds <= periodSeconds, and timeouts, periods and initial \
+             delays within the configured limits.",
+        ),
+    }
+}
+
+/// The SARIF level of a finding's action.
+fn level(action: &str) -> &'static str {
+    if action == "deny" {
+        "error"
+    } else {
+        "warning"
+    }
+}
+
+/// A path as a SARIF URI reference: relative paths stay relative (GitHub
+/// resolves them against the repository root), absolute ones become
+/// `file://` URIs; characters outside the URI grammar are percent-encoded.
+pub fn uri(path: &str) -> String {
+    let path = path.strip_prefix("./").unwrap_or(path);
+    let mut out = String::with_capacity(path.len() + 8);
+    if path.starts_with('/') {
+        out.push_str("file://");
+    }
+    for byte in path.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+fn location(file: &str, line: Option<usize>) -> Value {
+    let mut physical = json!({"artifactLocation": {"uri": uri(file)}});
+    physical["region"] = json!({"startLine": line.unwrap_or(1).max(1)});
+    json!({"physicalLocation": physical})
+}
+
+/// The whole SARIF log for one run of `podgate check`.
+pub fn render(report: &Report, tally: Tally, policy: &Policy) -> Value {
+    let rules: Vec<Value> = CheckId::ALL
+        .iter()
+        .map(|&check| {
+            let (short, full) = documentation(check);
+            let (action, mode) = policy.checks.rollout(check, policy.mode);
+            let configuration = match (action, mode) {
+                (Action::Off, _) => json!({"enabled": false, "level": "none"}),
+                (Action::Deny, Mode::Enforce) => json!({"level": "error"}),
+                _ => json!({"level": "warning"}),
+            };
+            json!({
+                // No `name`: SARIF wants it to differ from `id` beyond case,
+                // and the check id is already the readable name.
+                "id": check.as_str(),
+                "shortDescription": {"text": format!("{short}.")},
+                "fullDescription": {"text": full},
+                "help": {
+                    "text": format!("{full} Configure it under checks.{check} in the podgate policy file."),
+                    "markdown": format!("{full}\n\nConfigure it under `checks.{check}` in the podgate policy file."),
+                },
+                "defaultConfiguration": configuration,
+                "properties": {"tags": ["security", "kubernetes"]},
+            })
+        })
+        .collect();
+
+    let mut results = Vec::new();
+    for object in &report.results {
+        let namespace = object.namespace.as_deref().map(|ns| format!("{ns}/")).unwrap_or_default();
+        let name = object.name.as_deref().unwrap_or("<unnamed>");
+        for v in &object.violations {
+            results.push(json!({
+                "ruleId": v.check.as_str(),
+                "ruleIndex": v.check.index(),
+                "level": level(v.action),
+                "message": {"text": format!("{} ({} {namespace}{name}, field {})", v.message, object.kind, v.field)},
+                "locations": [location(&object.file, v.line.or(object.line))],
+                // Stable across line moves, so code scanning tracks a finding
+                // through edits of the file.
+                "partialFingerprints": {
+                    "podgate/v1": format!("{}|{}|{namespace}{name}|{}", object.kind, v.check, v.field),
+                },
+            }));
+        }
+    }
+
+    let notifications: Vec<Value> = report
+        .errors
+        .iter()
+        .map(|e| {
+            json!({
+                "level": "error",
+                "message": {"text": format!("{}: {}", e.source, e.message)},
+                "locations": [location(&e.file, e.line)],
+            })
+        })
+        .collect();
+    let skipped: serde_json::Map<String, Value> = SkipReason::ALL
+        .iter()
+        .filter(|r| tally.skipped[**r as usize] > 0)
+        .map(|r| (r.as_str().to_owned(), json!(tally.skipped[*r as usize])))
+        .collect();
+
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "podgate",
+                "version": env!("CARGO_PKG_VERSION"),
+                "semanticVersion": env!("CARGO_PKG_VERSION"),
+                "rules": rules,
+            }},
+            "invocations": [{
+                "executionSuccessful": report.errors.is_empty(),
+                "toolExecutionNotifications": notifications,
+            }],
+            "results": results,
+            "properties": {"objectsChecked": report.results.len(), "skipped": skipped},
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_become_uri_references() {
+        assert_eq!(uri("./deploy/app.yaml"), "deploy/app.yaml");
+        assert_eq!(uri("charts/my chart/templates/x.yaml"), "charts/my%20chart/templates/x.yaml");
+        assert_eq!(uri("/srv/repo/a#b.yaml"), "file:///srv/repo/a%23b.yaml");
+    }
+}
