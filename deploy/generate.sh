@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Renders charts/podgate into deploy/podgate.yaml, the plain manifests for
-# `kubectl apply -f` users. Never edit podgate.yaml by hand: change the chart
-# and run this script; `cargo test` (tests/chart.rs) fails when they differ.
+# `kubectl apply -f` users, and `podgate export vap` of the default policy
+# into deploy/podgate-vap.yaml (copied into the chart as
+# files/podgate-vap.yaml, with the sha256 of the default policy as the chart
+# renders it in files/podgate-vap.policy.sha256). Never edit these by hand:
+# change the chart or the code and run this script; `cargo test`
+# (tests/chart.rs) fails when they differ.
 #
-#   deploy/generate.sh            rewrite deploy/podgate.yaml
-#   deploy/generate.sh FILE       write FILE instead ("-" for standard output)
+#   deploy/generate.sh            rewrite all of them
+#   deploy/generate.sh FILE       write podgate.yaml's content to FILE instead ("-" for standard output)
 #
 # The chart's defaults, with one exception: the certificate comes from
 # cert-manager (certManager.enabled=true). The chart's default generates a
@@ -14,7 +18,8 @@
 # certificate and its cainjector fills the caBundle. Without cert-manager,
 # install with Helm (see README, "Installing in a cluster (Helm)").
 #
-# Needs helm 3 on PATH (or HELM=/path/to/helm): .ci/install.d/helm.sh.
+# Needs helm 3 on PATH (or HELM=/path/to/helm): .ci/install.d/helm.sh; and
+# cargo (or PODGATE=/path/to/podgate) for the export.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -58,4 +63,18 @@ else
     mv "$tmp" "$out"
     trap - EXIT
     echo "wrote $out" >&2
+fi
+
+if [ -z "${1:-}" ]; then
+    vap="$root/deploy/podgate-vap.yaml"
+    if [ -n "${PODGATE:-}" ]; then
+        "$PODGATE" export vap -o "$vap"
+    else
+        cargo run --quiet --manifest-path "$root/Cargo.toml" -- export vap -o "$vap"
+    fi
+    echo "wrote $vap" >&2
+    cp "$vap" "$root/charts/podgate/files/podgate-vap.yaml"
+    "$helm" template "$release" "$root/charts/podgate" --namespace "$namespace" --show-only templates/deployment.yaml \
+        | sed -n 's/^ *checksum\/policy: *//p' >"$root/charts/podgate/files/podgate-vap.policy.sha256"
+    echo "wrote charts/podgate/files/podgate-vap.yaml and podgate-vap.policy.sha256" >&2
 fi

@@ -1,10 +1,11 @@
-//! The command line: `podgate check` and `podgate serve`.
+//! The command line: `podgate check`, `podgate serve` and `podgate export`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::check::{self, CheckArgs};
+use crate::export::{self, ExportCommand};
 use crate::server::{self, ServeArgs};
 
 /// A Kubernetes validating admission webhook: non-root, sane UIDs, no
@@ -27,6 +28,9 @@ pub enum Command {
                             combined as in 1m30s, 1.5h, 500ms or 2h45m0.5s; 0 needs no unit."
     )]
     Serve(Box<ServeArgs>),
+    /// Write the policy in another form, e.g. `podgate export vap`.
+    #[command(subcommand)]
+    Export(ExportCommand),
 }
 
 /// Parses the command line and runs the command.
@@ -35,5 +39,6 @@ pub fn main() -> ExitCode {
     match &cli.command {
         Command::Check(args) => check::run(args),
         Command::Serve(args) => server::run(args),
+        Command::Export(command) => export::run(command),
     }
 }

@@ -219,7 +219,7 @@ pub fn evaluate_object<'p>(
 }
 
 /// The effect findings of `check` have, or `None` when the check is off.
-fn effect_of(policy: &Policy, check: CheckId) -> Option<Effect> {
+pub fn effect_of(policy: &Policy, check: CheckId) -> Option<Effect> {
     match policy.checks.rollout(check, policy.mode) {
         (Action::Off, _) => None,
         (Action::Warn, _) => Some(Effect::Warn),

@@ -326,6 +326,11 @@ fn check_rendering(tools: &Tools, r: &Rendering) {
 /// `kubernetes-validate --strict` on every built-in kind, for every
 /// Kubernetes version: every document must be found and pass.
 fn validate_builtin_kinds(kubernetes_validate: &Path, r: &Rendering) {
+    validate_builtin_kinds_for(kubernetes_validate, r, &KUBERNETES_VERSIONS)
+}
+
+/// [`validate_builtin_kinds`] for the given Kubernetes versions only.
+fn validate_builtin_kinds_for(kubernetes_validate: &Path, r: &Rendering, versions: &[&str]) {
     let builtin: Vec<&Doc> = r.docs.iter().filter(|d| !is_crd(d)).collect();
     for doc in &r.docs {
         let group = doc.api_version().split('/').next().unwrap();
@@ -340,7 +345,7 @@ fn validate_builtin_kinds(kubernetes_validate: &Path, r: &Rendering) {
     let text: String = builtin.iter().map(|d| format!("---\n{}", d.raw)).collect();
     let path = scratch().join(format!("builtin-{}.yaml", file_name(&r.label)));
     std::fs::write(&path, text).unwrap();
-    for version in KUBERNETES_VERSIONS {
+    for &version in versions {
         let output =
             run(Command::new(kubernetes_validate).args(["--strict", "--kubernetes-version", version]).arg(&path));
         let out = format!("{}{}", stdout(&output), stderr(&output));
@@ -1499,4 +1504,67 @@ fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
             out.insert(prefix.to_owned(), value.clone());
         }
     }
+}
+
+/// `deploy/podgate-vap.yaml` is `podgate export vap` of the policy the chart
+/// renders with its defaults, and the chart carries the same file and the
+/// sha256 of that policy (deploy/generate.sh writes all three).
+#[test]
+fn vap_export_is_in_sync() {
+    let Some(tools) = scenario_tools("vap_export_is_in_sync") else { return };
+    let defaults = render(&tools.helm, &[], &[]);
+    let policy = podgate::config::Policy::from_yaml(&defaults.policy_text()).expect("the default policy is valid");
+    let exported = podgate::export::vap::render(&policy).expect("the default policy exports");
+    let checked_in = std::fs::read_to_string(root().join("deploy/podgate-vap.yaml")).unwrap();
+    assert!(exported == checked_in, "deploy/podgate-vap.yaml is out of sync with the export: run deploy/generate.sh");
+    let carried = std::fs::read_to_string(chart_dir().join("files/podgate-vap.yaml")).unwrap();
+    assert!(carried == checked_in, "charts/podgate/files/podgate-vap.yaml differs: run deploy/generate.sh");
+    let sha = std::fs::read_to_string(chart_dir().join("files/podgate-vap.policy.sha256")).unwrap();
+    let checksum = &defaults.deployment()["spec"]["template"]["metadata"]["annotations"]["checksum/policy"];
+    assert_eq!(checksum.as_str(), Some(sha.trim()), "files/podgate-vap.policy.sha256: run deploy/generate.sh");
+}
+
+/// `enforcement`: `vap` installs only the ValidatingAdmissionPolicies,
+/// `both` adds them to the webhook; a policy other than the default needs
+/// its export in `vap.manifest`.
+#[test]
+fn enforcement_vap_and_both() {
+    let Some(tools) = scenario_tools("enforcement_vap_and_both") else { return };
+    let vap = render(&tools.helm, &[], &["enforcement=vap"]);
+    assert_eq!(
+        vap.kinds(),
+        ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"].map(String::from).into(),
+        "{}",
+        vap.text
+    );
+    let deny = vap.named("ValidatingAdmissionPolicy", "podgate-deny");
+    assert_eq!(deny["spec"]["failurePolicy"], "Fail");
+    // admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy is GA since 1.30.
+    validate_builtin_kinds_for(&tools.kubernetes_validate, &vap, &["1.30.0", "1.37.0"]);
+
+    let both = render(&tools.helm, &[], &["enforcement=both"]);
+    assert!(both.kinds().contains("ValidatingWebhookConfiguration") && both.kinds().contains("Deployment"));
+    assert!(both.kinds().contains("ValidatingAdmissionPolicy"));
+    assert_eq!(render(&tools.helm, &[], &[]).maybe("ValidatingAdmissionPolicy"), None);
+
+    // Another policy without its export: refused, saying what to do.
+    let err = try_render(&tools.helm, &chart_dir(), NAMESPACE, &[], &["enforcement=vap", "mode=audit"]).unwrap_err();
+    assert!(err.contains("podgate export vap --config"), "{err}");
+    // With its export: installed as given.
+    let audit = podgate::config::Policy::from_yaml(&render(&tools.helm, &[], &["mode=audit"]).policy_text()).unwrap();
+    let manifest = scratch().join("vap-audit.yaml");
+    std::fs::write(&manifest, podgate::export::vap::render(&audit).unwrap()).unwrap();
+    let mut command = helm_command(&tools.helm);
+    command.arg("template").arg(RELEASE).arg(chart_dir()).args(["--namespace", NAMESPACE]);
+    command.args(["--set", "enforcement=vap", "--set", "mode=audit", "--set-file"]);
+    command.arg(format!("vap.manifest={}", manifest.display()));
+    let output = run(&mut command);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let r = Rendering::parse("enforcement=vap mode=audit", stdout(&output));
+    let binding = r.named("ValidatingAdmissionPolicyBinding", "podgate-audit");
+    assert_eq!(binding["spec"]["validationActions"], serde_json::json!(["Warn", "Audit"]));
+    assert!(r.maybe("Deployment").is_none());
+
+    let schema = try_render(&tools.helm, &chart_dir(), NAMESPACE, &[], &["enforcement=cel"]).unwrap_err();
+    assert!(schema.contains("enforcement"), "{schema}");
 }
