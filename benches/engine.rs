@@ -36,9 +36,10 @@ fn decode_and_evaluate(body: &[u8], policy: &Policy, serde_json_only: bool) -> b
         namespace: request.namespace.as_deref(),
         username: request.user_info.as_ref().and_then(|u| u.username.as_deref()),
         groups: request.user_info.as_ref().map_or(&[], |u| u.groups.as_slice()),
+        ..Subject::default()
     };
     let object = request.object.as_ref().expect("object");
-    evaluate_object(policy, &subject, kind, object).allowed()
+    evaluate_object(policy, &subject, kind, object, jiff::Timestamp::UNIX_EPOCH).allowed()
 }
 
 fn engine(c: &mut Criterion) {

@@ -15,9 +15,12 @@ use std::process::ExitCode;
 
 use std::collections::BTreeMap;
 
-use crate::config::{Mode, Policy};
+use jiff::Timestamp;
+
+use crate::config::{Expiry, Mode, Policy};
 use crate::decode::locate::Locator;
 use crate::decode::manifest::{for_each_document_with_source, DocumentError, SkipReason, Syntax};
+use crate::exemption;
 use crate::extract::WorkloadKind;
 use crate::report::{self, render_text, ObjectResult, Problem, Report, Skipped, Tally};
 use crate::source::{self, HelmOptions, Input, RenderedDocument};
@@ -53,6 +56,11 @@ pub struct CheckArgs {
     /// exemptions); also the namespace charts are rendered for.
     #[arg(long, short = 'n')]
     pub namespace: Option<String>,
+    /// Judge exemption expiry at this time instead of now: a date
+    /// (2027-03-31, midnight UTC) or an RFC 3339 time, e.g. to see what
+    /// is denied once a waiver has run out.
+    #[arg(long, value_name = "TIME", value_parser = parse_now)]
+    pub now: Option<Timestamp>,
     /// Render Helm charts (directories with a Chart.yaml) with `helm
     /// template` and check what they render; without it a chart is skipped.
     #[arg(long)]
@@ -83,6 +91,12 @@ pub enum ModeArg {
     Audit,
 }
 
+/// `--now`: a date or an RFC 3339 time, as `expires` is written. Shared by
+/// `podgate audit`, so both judge expiry the same way.
+pub(crate) fn parse_now(text: &str) -> Result<Timestamp, String> {
+    Expiry::parse(text).map(|expiry| expiry.at)
+}
+
 /// Runs `podgate check` and returns its exit code.
 pub fn run(args: &CheckArgs) -> ExitCode {
     let mut policy = match &args.config {
@@ -101,6 +115,13 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             ModeArg::Audit => Mode::Audit,
         };
     }
+    let now = args.now.unwrap_or_else(Timestamp::now);
+    if args.config.is_some() {
+        // Warnings about the exemption rules; they do not change the exit code.
+        for warning in exemption::lint(&policy, now) {
+            eprintln!("podgate check: warning: {warning}");
+        }
+    }
     if args.paths.is_empty() {
         if args.config.is_some() {
             // `podgate check --config FILE` alone lints the configuration.
@@ -114,6 +135,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     let mut run = Run {
         policy: &policy,
         default_namespace: args.namespace.as_deref(),
+        now,
         report: Report::default(),
         tally: Tally::default(),
     };
@@ -146,6 +168,19 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         }
     }
     let Run { report, tally, .. } = run;
+    // Rules naming objects that none of the objects checked belongs to:
+    // a typo, or a workload that is gone.
+    if args.config.is_some() && !report.results.is_empty() {
+        for rule in policy.exemptions.iter().filter(|rule| !rule.objects.is_empty()) {
+            let label = rule.label();
+            if !report.results.iter().any(|r| r.exemptions.iter().any(|e| e.rule == label)) {
+                eprintln!(
+                    "podgate check: warning: exemption \"{label}\": names objects, but matched none of the {} objects checked",
+                    report.results.len()
+                );
+            }
+        }
+    }
 
     let rendered = match args.format {
         Format::Json => serde_json::to_string_pretty(&report).expect("report serialises") + "\n",
@@ -172,6 +207,8 @@ pub fn run(args: &CheckArgs) -> ExitCode {
 struct Run<'p> {
     policy: &'p Policy,
     default_namespace: Option<&'p str>,
+    /// The time exemption expiry is judged at (`--now`, else the clock).
+    now: Timestamp,
     report: Report,
     tally: Tally,
 }
@@ -273,12 +310,15 @@ impl Run<'_> {
                     .or_else(|| metadata.and_then(|m| m.namespace.as_deref()))
                     .or(self.default_namespace);
                 let object_name = metadata.and_then(|m| m.name.as_deref().or(m.generate_name.as_deref()));
-                let subject = Subject {
-                    namespace,
-                    username: found.user_info.as_ref().and_then(|u| u.username.as_deref()),
-                    groups: found.user_info.as_ref().map_or(&[], |u| u.groups.as_slice()),
-                };
-                let verdict = evaluate_object(self.policy, &subject, kind, object);
+                // A manifest is judged as written; an AdmissionReview in a
+                // file as the webhook would judge it, with its requesting user.
+                let mut subject = Subject::stored(kind, object, namespace);
+                if let Some(user) = &found.user_info {
+                    subject.username = user.username.as_deref();
+                    subject.groups = user.groups.as_slice();
+                    subject.as_stored = false;
+                }
+                let verdict = evaluate_object(self.policy, &subject, kind, object, self.now);
                 let mut result = ObjectResult::new(
                     source.clone(),
                     api_version.to_owned(),

@@ -2,10 +2,12 @@
 //! unknown keys rejected), with the built-in defaults that apply without a file.
 
 use std::path::Path;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::checks::CheckId;
+use crate::extract::WorkloadKind;
 
 /// `mode`: whether would-be denials deny (`enforce`) or only warn (`audit`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -50,23 +52,141 @@ pub struct Policy {
     /// setting the key replaces that list.
     #[serde(default = "default_exemptions")]
     pub exemptions: Vec<Exemption>,
+    /// How long before its `expires` an exemption rule starts to add a
+    /// warning to every admission it covers (default 14 days).
+    #[serde(default = "default_warn_before_expiry", with = "duration_text")]
+    pub warn_before_expiry: Duration,
+    /// Who creates the objects a workload owns: the identity a request for
+    /// an owned object must come from before an exemption naming the owner
+    /// covers it (see `exemption`).
+    #[serde(default)]
+    pub controller_usernames: ControllerUsernames,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { mode: Mode::default(), checks: ChecksConfig::default(), exemptions: default_exemptions() }
+        Policy {
+            mode: Mode::default(),
+            checks: ChecksConfig::default(),
+            exemptions: default_exemptions(),
+            warn_before_expiry: default_warn_before_expiry(),
+            controller_usernames: ControllerUsernames::default(),
+        }
     }
 }
 
 fn default_exemptions() -> Vec<Exemption> {
     vec![Exemption {
         namespaces: vec!["kube-system".to_owned()],
-        usernames: Vec::new(),
-        service_accounts: Vec::new(),
-        groups: Vec::new(),
-        checks: Vec::new(),
         reason: "kube-system is managed by the cluster operator".to_owned(),
+        ..Exemption::default()
     }]
+}
+
+fn default_warn_before_expiry() -> Duration {
+    Duration::from_secs(14 * 86_400)
+}
+
+/// `controllerUsernames`: per owner kind, the usernames of the controller
+/// that creates the objects it owns. The defaults are kube-controller-manager's
+/// service accounts (`--use-service-account-credentials`, the kubeadm and
+/// managed-cluster default); a distribution that runs the controllers under
+/// another identity (e.g. `system:kube-controller-manager`) lists it here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControllerUsernames {
+    /// Creates a Deployment's ReplicaSets.
+    #[serde(default = "default_deployment_controller")]
+    pub deployment: Vec<String>,
+    /// Creates a ReplicaSet's Pods.
+    #[serde(default = "default_replica_set_controller")]
+    pub replica_set: Vec<String>,
+    /// Creates a StatefulSet's Pods.
+    #[serde(default = "default_stateful_set_controller")]
+    pub stateful_set: Vec<String>,
+    /// Creates a DaemonSet's Pods.
+    #[serde(default = "default_daemon_set_controller")]
+    pub daemon_set: Vec<String>,
+    /// Creates a Job's Pods.
+    #[serde(default = "default_job_controller")]
+    pub job: Vec<String>,
+    /// Creates a CronJob's Jobs.
+    #[serde(default = "default_cron_job_controller")]
+    pub cron_job: Vec<String>,
+    /// Creates a ReplicationController's Pods.
+    #[serde(default = "default_replication_controller")]
+    pub replication_controller: Vec<String>,
+}
+
+fn controller(name: &str) -> Vec<String> {
+    vec![format!("system:serviceaccount:kube-system:{name}")]
+}
+fn default_deployment_controller() -> Vec<String> {
+    controller("deployment-controller")
+}
+fn default_replica_set_controller() -> Vec<String> {
+    controller("replicaset-controller")
+}
+fn default_stateful_set_controller() -> Vec<String> {
+    controller("statefulset-controller")
+}
+fn default_daemon_set_controller() -> Vec<String> {
+    controller("daemon-set-controller")
+}
+fn default_job_controller() -> Vec<String> {
+    controller("job-controller")
+}
+fn default_cron_job_controller() -> Vec<String> {
+    controller("cronjob-controller")
+}
+fn default_replication_controller() -> Vec<String> {
+    controller("replication-controller")
+}
+
+impl Default for ControllerUsernames {
+    fn default() -> Self {
+        ControllerUsernames {
+            deployment: default_deployment_controller(),
+            replica_set: default_replica_set_controller(),
+            stateful_set: default_stateful_set_controller(),
+            daemon_set: default_daemon_set_controller(),
+            job: default_job_controller(),
+            cron_job: default_cron_job_controller(),
+            replication_controller: default_replication_controller(),
+        }
+    }
+}
+
+impl ControllerUsernames {
+    /// The identities that create the objects an `owner` of this kind owns;
+    /// empty for a kind that owns nothing podgate evaluates (a Pod).
+    pub fn of_owner(&self, owner: WorkloadKind) -> &[String] {
+        match owner {
+            WorkloadKind::Deployment => &self.deployment,
+            WorkloadKind::ReplicaSet => &self.replica_set,
+            WorkloadKind::StatefulSet => &self.stateful_set,
+            WorkloadKind::DaemonSet => &self.daemon_set,
+            WorkloadKind::Job => &self.job,
+            WorkloadKind::CronJob => &self.cron_job,
+            WorkloadKind::ReplicationController => &self.replication_controller,
+            WorkloadKind::Pod => &[],
+        }
+    }
+}
+
+/// A duration in the policy file, written like the command line's: Go's
+/// syntax (`336h`, `72h30m`; see [`crate::duration`]), kept as a [`Duration`].
+mod duration_text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{}s", value.as_secs()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        crate::duration::parse_non_negative(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The settings of every check.
@@ -200,10 +320,15 @@ impl Default for ProbeSettingsRule {
 /// One exemption rule, set by the cluster admin. A rule applies when every
 /// selector it sets matches (any entry of a list matches); a rule must set at
 /// least one selector. Workload owners cannot exempt themselves: podgate reads
-/// no annotation or label for this.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// no annotation or label for this. How a rule matches an object (owned
+/// objects, expiry) is decided in [`crate::exemption`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Exemption {
+    /// A name for warnings, metrics and reports (`legacy-billing`); unnamed
+    /// rules are called `exemptions[INDEX]`.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Namespaces; an entry ending in `*` matches by prefix (`team-*`).
     #[serde(default)]
     pub namespaces: Vec<String>,
@@ -216,15 +341,106 @@ pub struct Exemption {
     /// Groups of the requesting user, e.g. `system:masters`.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Objects by namespace, kind and name; a rule naming a workload also
+    /// covers the objects it creates (see [`crate::exemption`]).
+    #[serde(default)]
+    pub objects: Vec<ObjectSelector>,
+    /// Only findings about these containers (e.g. an injected `istio-proxy`);
+    /// empty (default): every container and the pod-level fields.
+    #[serde(default)]
+    pub containers: Vec<String>,
     /// Checks to skip; empty (default) skips all of them.
     #[serde(default)]
     pub checks: Vec<CheckId>,
+    /// `exempt` (default): the covered checks are skipped. `audit`: they are
+    /// evaluated, and what they would deny is only warned about.
+    #[serde(default)]
+    pub effect: ExemptionEffect,
+    /// After this date (`2027-03-31`, midnight UTC) or RFC 3339 time the rule
+    /// no longer applies anywhere.
+    #[serde(default)]
+    pub expires: Option<Expiry>,
+    /// Free-form: the ticket that tracks the waiver (shown in warnings).
+    #[serde(default)]
+    pub ticket: Option<String>,
+    /// Free-form: who answers for the waiver.
+    #[serde(default)]
+    pub owner: Option<String>,
     /// Why: reported with every exempted request and in metrics.
     pub reason: String,
+    /// Position in the policy's list, for naming unnamed rules.
+    #[serde(skip)]
+    pub index: usize,
+}
+
+/// An entry of `exemptions[].objects`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectSelector {
+    /// The object's namespace (required: the same name in another
+    /// namespace is another team's object); a trailing `*` matches by prefix.
+    pub namespace: String,
+    /// `Deployment`, `Pod`, ...; unset: any evaluated kind.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// The object's name; a trailing `*` matches by prefix (`legacy-*`).
+    pub name: String,
+}
+
+/// `exemptions[].effect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExemptionEffect {
+    /// Skip the covered checks.
+    #[default]
+    Exempt,
+    /// Evaluate the covered checks, but only warn where they would deny.
+    Audit,
+}
+
+impl ExemptionEffect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExemptionEffect::Exempt => "exempt",
+            ExemptionEffect::Audit => "audit",
+        }
+    }
+}
+
+/// `exemptions[].expires`: a date (midnight UTC at its start) or an RFC 3339
+/// time, kept with the text the admin wrote for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiry {
+    pub at: jiff::Timestamp,
+    pub text: String,
+}
+
+impl Expiry {
+    /// Parses `2027-03-31` or `2027-03-31T18:00:00Z` (an offset is required:
+    /// a time without one means a different instant in every time zone).
+    pub fn parse(text: &str) -> Result<Expiry, String> {
+        let text = text.trim();
+        let at = crate::time::parse_instant(text).map_err(|e| e.to_string())?;
+        Ok(Expiry { at, text: text.to_owned() })
+    }
+}
+
+impl Serialize for Expiry {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Expiry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Expiry::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Exemption {
-    /// Whether this rule matches the request's namespace and user.
+    /// Whether this rule's namespace and user selectors match. Object and
+    /// container selectors and expiry are [`crate::exemption`]'s part.
     pub fn matches<G: std::ops::Deref<Target = str>>(
         &self,
         namespace: Option<&str>,
@@ -243,22 +459,44 @@ impl Exemption {
         namespace_ok && user_ok && groups_ok
     }
 
-    /// Whether this rule exempts the whole object (not just some checks).
+    /// Whether this rule skips the whole object (not just some checks or
+    /// containers, and not only to audit).
     pub fn is_full(&self) -> bool {
-        self.checks.is_empty()
+        self.checks.is_empty() && self.containers.is_empty() && self.effect == ExemptionEffect::Exempt
     }
 
-    /// Whether this rule exempts `check`.
+    /// Whether this rule covers `check` (for some container at least).
     pub fn covers(&self, check: CheckId) -> bool {
         self.checks.is_empty() || self.checks.contains(&check)
+    }
+
+    /// Whether this rule covers a finding of `check` about `container`
+    /// (`None`: a pod-level field, which a container-scoped rule never covers).
+    pub fn covers_finding(&self, check: CheckId, container: Option<&str>) -> bool {
+        self.covers(check)
+            && (self.containers.is_empty()
+                || container.is_some_and(|c| self.containers.iter().any(|p| glob_matches(p, c))))
+    }
+
+    /// The rule as named in warnings, metrics and reports.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => format!("exemptions[{}]", self.index),
+        }
+    }
+}
+
+/// `pattern` with an optional trailing `*` (prefix match) against `text`.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => text.starts_with(prefix),
+        None => pattern == text,
     }
 }
 
 fn namespace_matches(pattern: &str, namespace: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => namespace.starts_with(prefix),
-        None => pattern == namespace,
-    }
+    glob_matches(pattern, namespace)
 }
 
 /// `ns/name` matches the username `system:serviceaccount:ns:name`.
@@ -282,11 +520,14 @@ pub enum ConfigError {
 impl Policy {
     /// Parses and validates a policy document. An empty document is the default.
     pub fn from_yaml(text: &str) -> Result<Policy, String> {
-        let policy = if is_blank_yaml(text) {
+        let mut policy = if is_blank_yaml(text) {
             Policy::default()
         } else {
             serde_yaml_ng::from_str::<Policy>(text).map_err(|e| e.to_string())?
         };
+        for (index, exemption) in policy.exemptions.iter_mut().enumerate() {
+            exemption.index = index;
+        }
         policy.validate()?;
         Ok(policy)
     }
@@ -327,6 +568,7 @@ impl Policy {
         if probes.max_initial_delay_seconds < 0 {
             return Err("checks.probeSettings.maxInitialDelaySeconds: must not be negative".to_owned());
         }
+        let mut names = std::collections::HashSet::new();
         for (i, exemption) in self.exemptions.iter().enumerate() {
             if exemption.reason.trim().is_empty() {
                 return Err(format!("exemptions[{i}].reason: must say why"));
@@ -335,9 +577,56 @@ impl Policy {
                 && exemption.usernames.is_empty()
                 && exemption.service_accounts.is_empty()
                 && exemption.groups.is_empty()
+                && exemption.objects.is_empty()
+                && exemption.containers.is_empty()
             {
                 return Err(format!(
-                    "exemptions[{i}]: must set at least one of namespaces, usernames, serviceAccounts, groups (an exemption for everyone is mode: audit)"
+                    "exemptions[{i}]: must set at least one of namespaces, usernames, serviceAccounts, groups, objects, containers (an exemption for everyone is mode: audit)"
+                ));
+            }
+            if let Some(name) = &exemption.name {
+                let valid = !name.is_empty()
+                    && name.len() <= 63
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+                if !valid {
+                    return Err(format!(
+                        "exemptions[{i}].name: {name:?} must be 1 to 63 letters, digits, '-', '_' or '.'"
+                    ));
+                }
+                if !names.insert(name.as_str()) {
+                    return Err(format!("exemptions[{i}].name: {name:?} is used by an earlier rule"));
+                }
+            }
+            for (key, value) in [("ticket", &exemption.ticket), ("owner", &exemption.owner)] {
+                if let Some(value) = value {
+                    if value.len() > 128 || value.chars().any(char::is_control) {
+                        return Err(format!("exemptions[{i}].{key}: at most 128 characters, no control characters"));
+                    }
+                }
+            }
+            for (j, object) in exemption.objects.iter().enumerate() {
+                let at = format!("exemptions[{i}].objects[{j}]");
+                for (key, pattern) in [("namespace", &object.namespace), ("name", &object.name)] {
+                    if pattern.is_empty() || pattern == "*" {
+                        return Err(format!(
+                            "{at}.{key}: must name a {key} (a prefix like legacy-* at most): a name alone would match the same name in every namespace"
+                        ));
+                    }
+                    if pattern.trim_end_matches('*').contains('*') {
+                        return Err(format!("{at}.{key}: {pattern:?}: '*' only at the end (a prefix)"));
+                    }
+                }
+                if let Some(kind) = &object.kind {
+                    if !WorkloadKind::ALL.iter().any(|k| k.as_str() == kind) {
+                        return Err(format!(
+                            "{at}.kind: {kind:?} is not a kind podgate evaluates (Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob, ReplicationController)"
+                        ));
+                    }
+                }
+            }
+            if let Some(container) = exemption.containers.iter().find(|c| c.is_empty() || c.as_str() == "*") {
+                return Err(format!(
+                    "exemptions[{i}].containers: {container:?} must name containers (leave the key out for all)"
                 ));
             }
             if let Some(sa) = exemption
@@ -424,6 +713,7 @@ mod tests {
             groups: vec![],
             checks: vec![],
             reason: "ci".into(),
+            ..Exemption::default()
         };
         let ci = Some("system:serviceaccount:ci:deployer");
         assert!(rule.matches::<&str>(Some("team-a"), ci, &[]));

@@ -8,9 +8,11 @@
 //! [`server`] for `podgate serve`, the HTTPS webhook. `podgate check` gets
 //! its documents from [`source`]: files, and Helm charts and kustomizations
 //! rendered by their own tools.
-//! [`config`] holds the policy the admin sets; [`export`] renders it for
-//! other enforcement points (ValidatingAdmissionPolicy); [`duration`] and
-//! [`time`] read and write the standard formats (Go durations, RFC 3339).
+//! [`config`] holds the policy the admin sets; [`exemption`] decides which
+//! of its exemption rules apply to an object at a given time; [`export`]
+//! renders the policy for other enforcement points (ValidatingAdmissionPolicy);
+//! [`duration`] and [`time`] read and write the standard formats (Go
+//! durations, RFC 3339).
 
 pub mod audit;
 pub mod check;
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod duration;
+pub mod exemption;
 pub mod export;
 pub mod extract;
 pub mod report;

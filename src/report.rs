@@ -60,6 +60,10 @@ pub struct ObjectResult {
     pub allowed: bool,
     /// The reason of the exemption that applied, if any.
     pub exempt: Option<String>,
+    /// Every exemption rule that applied: name, effect, ticket, expiry.
+    pub exemptions: Vec<ExemptionResult>,
+    /// Warnings about the verdict: an applied rule expiring soon.
+    pub notices: Vec<String>,
     pub violations: Vec<ViolationResult>,
     /// `podgate audit`, a workload: how many Pods it controls (directly or
     /// through ReplicaSets and Jobs) were listed with it.
@@ -78,6 +82,20 @@ pub struct ObjectResult {
     pub file: String,
     /// The object's first line in `file`, when known.
     pub line: Option<usize>,
+}
+
+/// An exemption rule that applied to an object.
+#[derive(Debug, Serialize)]
+pub struct ExemptionResult {
+    /// The rule's `name`, or `exemptions[INDEX]`.
+    pub rule: String,
+    /// `exempt` or `audit`.
+    pub effect: &'static str,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub owner: Option<String>,
+    /// As written in the policy (a date or an RFC 3339 time).
+    pub expires: Option<String>,
 }
 
 /// One finding of an object.
@@ -151,6 +169,18 @@ impl ObjectResult {
                 line: None,
             })
             .collect();
+        let exemptions = verdict
+            .exemptions
+            .iter()
+            .map(|rule| ExemptionResult {
+                rule: rule.label(),
+                effect: rule.effect.as_str(),
+                reason: rule.reason.clone(),
+                ticket: rule.ticket.clone(),
+                owner: rule.owner.clone(),
+                expires: rule.expires.as_ref().map(|e| e.text.clone()),
+            })
+            .collect();
         let file = source.rsplit_once('#').map_or(source.as_str(), |(file, _)| file).to_owned();
         ObjectResult {
             file,
@@ -162,6 +192,8 @@ impl ObjectResult {
             name,
             allowed: verdict.allowed(),
             exempt: verdict.exemption_reason(),
+            exemptions,
+            notices: verdict.notices.clone(),
             violations,
             pods: None,
             differing: Vec::new(),
@@ -193,7 +225,7 @@ pub fn render_text(report: &Report, tally: Tally) -> String {
     for result in &report.results {
         let status = if !result.allowed {
             "DENY"
-        } else if !result.violations.is_empty() {
+        } else if !result.violations.is_empty() || !result.notices.is_empty() {
             "WARN"
         } else {
             "PASS"
@@ -201,8 +233,17 @@ pub fn render_text(report: &Report, tally: Tally) -> String {
         let namespace = result.namespace.as_deref().map(|ns| format!("{ns}/")).unwrap_or_default();
         let name = result.name.as_deref().unwrap_or("<unnamed>");
         let _ = writeln!(out, "{status}  {} {namespace}{name}  ({})", result.kind, result.source);
-        if let Some(reason) = &result.exempt {
-            let _ = writeln!(out, "      exempt: {reason}");
+        for rule in &result.exemptions {
+            let mut about = format!("rule {}", rule.rule);
+            for (key, value) in [("ticket", &rule.ticket), ("owner", &rule.owner), ("expires", &rule.expires)] {
+                if let Some(value) = value {
+                    let _ = write!(about, ", {key} {value}");
+                }
+            }
+            let _ = writeln!(out, "      {}: {} ({about})", rule.effect, rule.reason);
+        }
+        for notice in &result.notices {
+            let _ = writeln!(out, "      note  {notice}");
         }
         for v in &result.violations {
             let _ = writeln!(out, "      {:<4}  {}: {}", v.action, v.check, v.message);
@@ -237,7 +278,8 @@ pub fn summary(report: &Report, tally: Tally) -> String {
     let mut out = String::new();
     let objects = report.results.len();
     let denied = report.results.iter().filter(|r| !r.allowed).count();
-    let warned = report.results.iter().filter(|r| r.allowed && !r.violations.is_empty()).count();
+    let warned =
+        report.results.iter().filter(|r| r.allowed && (!r.violations.is_empty() || !r.notices.is_empty())).count();
     let passed = objects - denied - warned;
     let _ = write!(
         out,

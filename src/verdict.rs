@@ -1,9 +1,16 @@
 //! Step 4 of the data flow: apply exemptions, run the checks, and turn their
 //! findings into a verdict according to each check's action and mode.
+//!
+//! [`evaluate`] is the one decision: the webhook, `podgate check` and every
+//! other path call it with the object, who sent it (if anyone) and the time,
+//! so the same object at the same time gets the same verdict everywhere.
+
+use jiff::Timestamp;
 
 use crate::checks::{CheckId, Finding, PodView, CHECKS};
-use crate::config::{Action, Exemption, Mode, Policy};
-use crate::decode::model::{Object, Text};
+use crate::config::{Action, Exemption, ExemptionEffect, Mode, Policy};
+use crate::decode::model::{Object, OwnerReference, Text};
+use crate::exemption::{self, ExpiryState};
 use crate::extract::{pod_target, WorkloadKind};
 
 /// What a finding does to the request.
@@ -46,12 +53,40 @@ impl Violation {
     }
 }
 
-/// Who sent the object, for exemptions. Offline checks know only the namespace.
+/// The object and who sent it, for exemptions. Offline checks know no user.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Subject<'r> {
     pub namespace: Option<&'r str>,
+    /// The requesting user (webhook, or an `AdmissionReview` file).
     pub username: Option<&'r str>,
     pub groups: &'r [Text<'r>],
+    /// The object's kind; [`evaluate_object`] fills it in when unset.
+    pub kind: Option<WorkloadKind>,
+    /// The object's `metadata.name` (or `generateName`).
+    pub name: Option<&'r str>,
+    /// The object's `metadata.ownerReferences`.
+    pub owner_references: &'r [OwnerReference<'r>],
+    /// `true` for an object as stored or written (`check`, `audit`): there is
+    /// no request, so its ownerReferences are taken as they are. `false` in
+    /// the webhook: they count only when the owner's controller sends the
+    /// object (see [`crate::exemption`]).
+    pub as_stored: bool,
+}
+
+impl<'r> Subject<'r> {
+    /// An object as stored or written, with no requesting user: namespace
+    /// (unless given), name and ownerReferences from its metadata.
+    pub fn stored(kind: WorkloadKind, object: &'r Object<'r>, namespace: Option<&'r str>) -> Subject<'r> {
+        let metadata = object.metadata.as_ref();
+        Subject {
+            namespace: namespace.or_else(|| metadata.and_then(|m| m.namespace.as_deref())),
+            kind: Some(kind),
+            name: metadata.and_then(|m| m.name.as_deref().or(m.generate_name.as_deref())),
+            owner_references: metadata.map_or(&[], |m| m.owner_references.as_slice()),
+            as_stored: true,
+            ..Subject::default()
+        }
+    }
 }
 
 /// The outcome of evaluating one object.
@@ -61,6 +96,9 @@ pub struct Verdict<'p> {
     pub violations: Vec<Violation>,
     /// The exemption rules that applied (borrowed from the policy).
     pub exemptions: Vec<&'p Exemption>,
+    /// Warnings about the verdict itself: an applied exemption expiring soon
+    /// (`exemption "legacy-billing" expires on 2027-03-31 (SEC-123)`).
+    pub notices: Vec<String>,
 }
 
 impl<'p> Verdict<'p> {
@@ -72,6 +110,11 @@ impl<'p> Verdict<'p> {
     /// The rule that exempted the whole object, if one did.
     pub fn full_exemption(&self) -> Option<&'p Exemption> {
         self.exemptions.iter().copied().find(|e| e.is_full())
+    }
+
+    /// The warnings shown to the user: notices, then the findings that warn.
+    pub fn warning_texts(&self) -> impl Iterator<Item = String> + '_ {
+        self.notices.iter().cloned().chain(self.warnings().map(Violation::warning_text))
     }
 
     /// The reasons of every exemption that applied, joined for reporting.
@@ -106,39 +149,73 @@ impl<'p> Verdict<'p> {
     }
 }
 
-/// Evaluates one pod spec against the policy.
-pub fn evaluate<'p>(policy: &'p Policy, subject: &Subject<'_>, pod: &PodView<'_, '_>) -> Verdict<'p> {
+/// Evaluates one pod spec against the policy at `now`: the exemption rules
+/// that apply (not expired, every selector matching), then the checks, each
+/// finding skipped or turned into a warning by the rules that cover it.
+pub fn evaluate<'p>(policy: &'p Policy, subject: &Subject<'_>, pod: &PodView<'_, '_>, now: Timestamp) -> Verdict<'p> {
     let mut verdict = Verdict::default();
+    let mut lineage = None;
     for exemption in &policy.exemptions {
-        if exemption.matches(subject.namespace, subject.username, subject.groups) {
-            verdict.exemptions.push(exemption);
-            if exemption.is_full() {
-                return verdict;
-            }
+        if !exemption::applies(policy, exemption, subject, &mut lineage, now)
+            || !exemption::has_container(exemption, pod)
+        {
+            continue;
+        }
+        if exemption::expiry_state(exemption, policy.warn_before_expiry, now) == ExpiryState::Expiring {
+            verdict.notices.push(exemption::expiry_warning(exemption));
+        }
+        verdict.exemptions.push(exemption);
+        if exemption.is_full() {
+            return verdict;
         }
     }
 
     let mut findings = Vec::new();
     for (check, run) in CHECKS {
         let Some(effect) = effect_of(policy, check) else { continue };
-        if verdict.exemptions.iter().any(|e| e.covers(check)) {
+        // A rule skipping this check in every container: do not even run it.
+        let skipped =
+            |e: &&Exemption| e.effect == ExemptionEffect::Exempt && e.containers.is_empty() && e.covers(check);
+        if verdict.exemptions.iter().any(skipped) {
             continue;
         }
         run(pod, &policy.checks, &mut findings);
-        verdict.violations.extend(findings.drain(..).map(|finding| Violation { finding, effect }));
+        for finding in findings.drain(..) {
+            if let Some(effect) = exempted_effect(&verdict.exemptions, &finding, effect) {
+                verdict.violations.push(Violation { finding, effect });
+            }
+        }
     }
     verdict
 }
 
-/// Evaluates the pod spec of `object`, a recognised Pod or workload.
+/// The effect of `finding` under the rules that apply: `None` when one
+/// exempts it, [`Effect::Audit`] instead of a denial when one audits it.
+fn exempted_effect(rules: &[&Exemption], finding: &Finding, effect: Effect) -> Option<Effect> {
+    let mut effect = effect;
+    for rule in rules {
+        if rule.covers_finding(finding.check, finding.container.as_deref()) {
+            match rule.effect {
+                ExemptionEffect::Exempt => return None,
+                ExemptionEffect::Audit if effect == Effect::Deny => effect = Effect::Audit,
+                ExemptionEffect::Audit => {}
+            }
+        }
+    }
+    Some(effect)
+}
+
+/// Evaluates the pod spec of `object`, a recognised Pod or workload, at `now`.
 pub fn evaluate_object<'p>(
     policy: &'p Policy,
     subject: &Subject<'_>,
     kind: WorkloadKind,
     object: &Object<'_>,
+    now: Timestamp,
 ) -> Verdict<'p> {
     let target = pod_target(kind, object);
-    evaluate(policy, subject, &PodView::of(&target))
+    let subject = Subject { kind: subject.kind.or(Some(kind)), ..*subject };
+    evaluate(policy, &subject, &PodView::of(&target), now)
 }
 
 /// The effect findings of `check` have, or `None` when the check is off.
@@ -161,7 +238,7 @@ mod tests {
     fn verdict_for<'p>(policy: &'p Policy, subject: Subject<'_>, pod_json: &str) -> Verdict<'p> {
         let object: Object = serde_json::from_str(pod_json).unwrap();
         let target = pod_target(WorkloadKind::Pod, &object);
-        evaluate(policy, &subject, &PodView::of(&target))
+        evaluate(policy, &subject, &PodView::of(&target), Timestamp::UNIX_EPOCH)
     }
 
     fn checks_of(verdict: &Verdict<'_>) -> Vec<(CheckId, Effect)> {
@@ -239,7 +316,7 @@ mod tests {
             "exemptions:\n- usernames: [ci]\n  checks: [livenessProbe, readinessProbe]\n  reason: probes added later\n",
         )
         .unwrap();
-        let subject = Subject { namespace: Some("prod"), username: Some("ci"), groups: &[] };
+        let subject = Subject { namespace: Some("prod"), username: Some("ci"), ..Subject::default() };
         let verdict = verdict_for(&policy, subject, ROOT_POD);
         assert_eq!(
             checks_of(&verdict),
@@ -247,7 +324,7 @@ mod tests {
         );
         assert!(verdict.full_exemption().is_none());
         assert_eq!(verdict.exemption_reason().as_deref(), Some("probes added later"));
-        let other = Subject { namespace: Some("prod"), username: Some("alice"), groups: &[] };
+        let other = Subject { namespace: Some("prod"), username: Some("alice"), ..Subject::default() };
         assert_eq!(verdict_for(&policy, other, ROOT_POD).violations.len(), 4);
     }
 }

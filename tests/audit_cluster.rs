@@ -155,14 +155,16 @@ fn expected(ns: &str) -> Value {
     let nightly = format!("apis/batch/v1/namespaces/{ns}/cronjobs/nightly");
     json!({"results": [
         {"source": lonely, "file": lonely, "line": null, "apiVersion": "v1", "kind": "Pod",
-         "namespace": ns, "name": "lonely", "allowed": true, "exempt": null, "violations": []},
+         "namespace": ns, "name": "lonely", "allowed": true, "exempt": null, "exemptions": [], "notices": [],
+         "violations": []},
         {"source": web, "file": web, "line": null, "apiVersion": "apps/v1", "kind": "Deployment",
-         "namespace": ns, "name": "web", "allowed": false, "exempt": null,
+         "namespace": ns, "name": "web", "allowed": false, "exempt": null, "exemptions": [], "notices": [],
          "violations": root_findings("spec.template.spec", 0, "app", Some(3)), "pods": 3,
          "differing": [{"kind": "Pod", "count": 1, "examples": [format!("api/v1/namespaces/{ns}/pods/web-1-c")],
                         "allowed": false, "added": sidecar, "missing": []}]},
         {"source": nightly, "file": nightly, "line": null, "apiVersion": "batch/v1", "kind": "CronJob",
-         "namespace": ns, "name": "nightly", "allowed": true, "exempt": null, "violations": [], "pods": 1},
+         "namespace": ns, "name": "nightly", "allowed": true, "exempt": null, "exemptions": [], "notices": [],
+         "violations": [], "pods": 1},
     ], "skipped": [], "errors": []})
 }
 
@@ -211,6 +213,32 @@ async fn one_shot_audit_groups_by_owner_and_pages_give_the_same_answer() {
     let noted = audit(&config, &["-n", &ns, "--format", "json", "--config", policy.to_str().unwrap()]);
     let report: Value = serde_json::from_slice(&noted.stdout).unwrap();
     assert!(report["notes"][0].as_str().unwrap().contains("\"ci pipeline\" selects by user"), "{report}");
+
+    // A waiver naming the Deployment decides in the audit as in the webhook
+    // and `podgate check`: it applies until `expires`, and not a second after.
+    let waiver = cluster.scratch("waiver").join("policy.yaml");
+    std::fs::write(
+        &waiver,
+        format!(
+            "exemptions:\n- name: legacy-web\n  objects: [{{namespace: {ns}, kind: Deployment, name: web}}]\n  \
+             expires: 2030-01-01T00:00:00Z\n  ticket: SEC-1\n  reason: legacy web until its rewrite\n"
+        ),
+    )
+    .unwrap();
+    let web_result = |now: &str| -> Value {
+        let run = audit(&config, &["-n", &ns, "--format", "json", "--config", waiver.to_str().unwrap(), "--now", now]);
+        let report: Value = serde_json::from_slice(&run.stdout).unwrap();
+        report["results"].as_array().unwrap().iter().find(|r| r["name"] == "web").unwrap().clone()
+    };
+    let waived = web_result("2029-12-31T23:59:59Z");
+    assert_eq!(waived["exempt"], "legacy web until its rewrite", "{waived}");
+    assert_eq!(waived["allowed"], true, "{waived}");
+    assert_eq!(waived["exemptions"][0]["rule"], "legacy-web", "{waived}");
+    assert_eq!(waived["exemptions"][0]["ticket"], "SEC-1", "{waived}");
+    assert_eq!(waived["exemptions"][0]["expires"], "2030-01-01T00:00:00Z", "{waived}");
+    let expired = web_result("2030-01-01T00:00:01Z");
+    assert_eq!(expired["exempt"], Value::Null, "{expired}");
+    assert_eq!(expired["allowed"], false, "{expired}");
 }
 
 /// The chart's ClusterRole for the auditor, bound to a ServiceAccount; the
@@ -357,6 +385,7 @@ fn auditor(cluster: &Cluster, ns: &str, client: kube::Client) -> Auditor {
         mode: None,
         format: podgate::audit::AuditFormat::Json,
         namespace: Some(ns.to_owned()),
+        now: None,
         page_size: 100,
         kubeconfig: None,
         context: None,

@@ -44,11 +44,12 @@ const SERVE_ARGS: [&str; 12] = [
     "--max-buffered-bytes=33554432",
 ];
 /// The metrics `podgate serve` exports; alerts may use nothing else.
-const METRICS: [&str; 15] = [
+const METRICS: [&str; 16] = [
     "podgate_admission_requests_total",
     "podgate_admission_request_duration_seconds",
     "podgate_policy_violations_total",
     "podgate_exemptions_total",
+    "podgate_exemption_expiry_timestamp_seconds",
     "podgate_invalid_requests_total",
     "podgate_tls_certificate_expiry_timestamp_seconds",
     "podgate_tls_reloads_total",
@@ -574,6 +575,8 @@ fn check_prometheus_rule(what: &str, spec: &Value) {
         "PodgateCertificateExpiringSoon",
         "PodgateDenialsSpiking",
         "PodgateWouldDenyInAudit",
+        "PodgateExemptionExpiringSoon",
+        "PodgateExemptionExpired",
     ] {
         assert!(alerts.contains(needed), "{what}: no alert {needed}");
     }
@@ -670,7 +673,12 @@ fn rendered_policy_is_valid(r: &Rendering) {
         r.policy_text()
     );
     let p = r.policy();
-    keys(&r.label, &p, &["mode", "checks", "exemptions"], &["mode", "checks", "exemptions"]);
+    keys(
+        &r.label,
+        &p,
+        &["mode", "checks", "exemptions", "warnBeforeExpiry", "controllerUsernames"],
+        &["mode", "checks", "exemptions"],
+    );
     for check in p["checks"].as_object().unwrap().keys() {
         assert!(CHECK_IDS.contains(&check.as_str()), "{}: unknown check {check}", r.label);
     }
@@ -1139,8 +1147,17 @@ fn every_optional_object() {
         json!({"action": "deny", "minUid": 10000, "maxUid": 2147483647i64, "mode": "audit"})
     );
     assert_eq!(p["checks"]["probeSettings"]["forbidIdenticalLivenessReadiness"], true);
-    assert_eq!(p["exemptions"].as_array().unwrap().len(), 3);
+    assert_eq!(p["exemptions"].as_array().unwrap().len(), 4);
     assert_eq!(p["exemptions"][2]["serviceAccounts"], json!(["ci/deployer"]));
+    // A waiver with every key, dates kept as the strings they were.
+    assert_eq!(
+        p["exemptions"][3],
+        json!({"name": "legacy-billing", "objects": [{"namespace": "shop", "kind": "Deployment", "name": "legacy-billing"}],
+               "containers": ["app"], "checks": ["runAsNonRoot"], "effect": "audit", "expires": "2027-03-31",
+               "ticket": "SEC-123", "owner": "team-billing", "reason": "rewrite under way"})
+    );
+    assert_eq!(p["warnBeforeExpiry"], "504h");
+    assert_eq!(p["controllerUsernames"], json!({"replicaSet": ["system:kube-controller-manager"]}));
 
     // The NetworkPolicy selects the Pods and opens exactly their ports.
     let np = &r.one("NetworkPolicy")["spec"];
@@ -1167,6 +1184,9 @@ fn every_optional_object() {
     assert!(would_deny["expr"].as_str().unwrap().contains("action=\"audit\""));
     let expiry = rules.as_array().unwrap().iter().find(|r| r["alert"] == "PodgateCertificateExpiringSoon").unwrap();
     assert!(expiry["expr"].as_str().unwrap().contains("< 14 * 86400"), "{expiry}");
+    let waiver = rules.as_array().unwrap().iter().find(|r| r["alert"] == "PodgateExemptionExpiringSoon").unwrap();
+    let expr = waiver["expr"].as_str().unwrap();
+    assert!(expr.contains("podgate_exemption_expiry_timestamp_seconds") && expr.contains("< 5 * 86400"), "{waiver}");
 }
 
 #[test]

@@ -95,6 +95,21 @@ fn lean_review_decoder_agrees_with_upstream_types() {
     let our_spec = &our_object.spec.as_ref().expect("spec").pod;
 
     assert_eq!(our_object.metadata.as_ref().and_then(|m| m.name.as_deref()), their_pod.metadata.name.as_deref());
+    // ownerReferences, which exemptions naming a workload read.
+    let ours_owners: Vec<(&str, &str, &str, Option<bool>)> = our_object
+        .metadata
+        .as_ref()
+        .map(|m| m.owner_references.iter().map(|r| (&*r.api_version, &*r.kind, &*r.name, r.controller)).collect())
+        .unwrap_or_default();
+    let their_owners: Vec<(&str, &str, &str, Option<bool>)> = their_pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|r| (r.api_version.as_str(), r.kind.as_str(), r.name.as_str(), r.controller))
+        .collect();
+    assert_eq!(ours_owners, their_owners);
+    assert!(!ours_owners.is_empty(), "the fixture has an ownerReference");
     let psc = our_spec.security_context.as_ref();
     let their_psc = their_spec.security_context.as_ref();
     assert_eq!(psc.and_then(|s| s.run_as_non_root), their_psc.and_then(|s| s.run_as_non_root));

@@ -289,8 +289,9 @@ async fn exemptions_by_namespace_prefix_user_group_and_service_account() {
     assert_created(&create(&cluster.as_service_account(plain, "deployer"), plain, &pod()).await);
     assert_denied(&create(&cluster.as_service_account(plain, "intruder"), plain, &pod()).await, &ROOT);
 
-    for reason in ["team namespaces", "alice", "platform admins", "the deployer"] {
-        let series = format!("podgate_exemptions_total{{reason=\"{reason}\"}}");
+    for (index, reason) in ["team namespaces", "alice", "platform admins", "the deployer"].into_iter().enumerate() {
+        let series =
+            format!("podgate_exemptions_total{{rule=\"exemptions[{index}]\",effect=\"exempt\",reason=\"{reason}\"}}");
         assert_eq!(podgate.harness.metric(&series).await, 1.0, "{series}");
     }
 }

@@ -215,7 +215,10 @@ async fn exemptions_allow_and_are_counted_with_their_reason() {
     system["request"]["namespace"] = Value::from("kube-system");
     let response = h.review(&system).await;
     assert_eq!(response["allowed"], true);
-    assert_eq!(response["auditAnnotations"], json!({"exemption": "cluster components"}));
+    assert_eq!(
+        response["auditAnnotations"],
+        json!({"exemption": "cluster components", "exemptionRules": "exemptions[0]"})
+    );
 
     let mut ci = fixture("pod-create-noncompliant.json");
     ci["request"]["userInfo"]["username"] = Value::from("ci-bot");
@@ -225,8 +228,10 @@ async fn exemptions_allow_and_are_counted_with_their_reason() {
     assert_eq!(response["auditAnnotations"]["exemption"], "probes come later");
 
     let metrics = h.metrics().await;
-    assert_eq!(metric_value(&metrics, r#"podgate_exemptions_total{reason="cluster components"}"#), Some(1.0));
-    assert_eq!(metric_value(&metrics, r#"podgate_exemptions_total{reason="probes come later"}"#), Some(1.0));
+    let series = r#"podgate_exemptions_total{rule="exemptions[0]",effect="exempt",reason="cluster components"}"#;
+    assert_eq!(metric_value(&metrics, series), Some(1.0));
+    let series = r#"podgate_exemptions_total{rule="exemptions[1]",effect="exempt",reason="probes come later"}"#;
+    assert_eq!(metric_value(&metrics, series), Some(1.0));
     assert_eq!(
         metric_value(
             &metrics,
@@ -374,7 +379,10 @@ async fn metrics_after_traffic_have_exact_values_and_pass_promtool() {
     }
     assert_eq!(metric_value(&text, r#"podgate_policy_violations_total{check="runAsUser",action="deny"}"#), None);
     assert_eq!(
-        metric_value(&text, r#"podgate_exemptions_total{reason="kube-system is managed by the cluster operator"}"#),
+        metric_value(
+            &text,
+            r#"podgate_exemptions_total{rule="exemptions[0]",effect="exempt",reason="kube-system is managed by the cluster operator"}"#
+        ),
         Some(1.0)
     );
     assert_eq!(metric_value(&text, r#"podgate_invalid_requests_total{reason="not_json"}"#), Some(1.0));

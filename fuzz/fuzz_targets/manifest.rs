@@ -20,8 +20,8 @@ fuzz_target!(|data: &[u8]| {
                     object.kind.as_deref().unwrap_or_default(),
                 );
                 if let Some(kind) = kind {
-                    let subject = Subject { namespace: None, username: None, groups: &[] };
-                    let _ = evaluate_object(&policy, &subject, kind, object).denial_message();
+                    let subject = Subject::stored(kind, object, None);
+                    let _ = evaluate_object(&policy, &subject, kind, object, podgate::exemption::Clock::System.now()).denial_message();
                 }
             }
         });

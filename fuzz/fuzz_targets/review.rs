@@ -17,7 +17,10 @@ fuzz_target!(|body: &[u8]| {
             namespace: request.namespace.as_deref(),
             username: request.user_info.as_ref().and_then(|u| u.username.as_deref()),
             groups: request.user_info.as_ref().map_or(&[], |u| u.groups.as_slice()),
+            name: object.metadata.as_ref().and_then(|m| m.name.as_deref()),
+            owner_references: object.metadata.as_ref().map_or(&[], |m| m.owner_references.as_slice()),
+            ..Subject::default()
         };
-        let _ = evaluate_object(&policy, &subject, kind, object).denial_message();
+        let _ = evaluate_object(&policy, &subject, kind, object, podgate::exemption::Clock::System.now()).denial_message();
     }
 });

@@ -145,7 +145,15 @@ impl Auditor {
     pub async fn pass(&mut self, state: &OpsState) -> bool {
         let started = Instant::now();
         let namespace = self.args.namespace.as_deref();
-        let report = match audit(&self.client, &self.policy, namespace, self.args.page_size).await {
+        let report = match audit(
+            &self.client,
+            &self.policy,
+            namespace,
+            self.args.page_size,
+            self.args.now.unwrap_or_else(jiff::Timestamp::now),
+        )
+        .await
+        {
             Ok(report) => report,
             Err(e) => {
                 tracing::error!(reason = e.metric_reason(), "audit pass failed: {e}");

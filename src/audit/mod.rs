@@ -52,6 +52,10 @@ pub struct AuditArgs {
     #[arg(long, short = 'n', env = "PODGATE_AUDIT_NAMESPACE")]
     pub namespace: Option<String>,
     /// Objects per list request (`limit`); memory holds one page at a time.
+    /// Judge exemption expiry at this time instead of the clock (a date or
+    /// an RFC 3339 time), as `podgate check --now` does.
+    #[arg(long, value_name = "TIME", value_parser = crate::check::parse_now)]
+    pub now: Option<jiff::Timestamp>,
     #[arg(long, env = "PODGATE_AUDIT_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub page_size: u32,
     /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the
@@ -148,7 +152,15 @@ pub fn run(args: &AuditArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let report = match audit(&client, &policy, args.namespace.as_deref(), args.page_size).await {
+        let report = match audit(
+            &client,
+            &policy,
+            args.namespace.as_deref(),
+            args.page_size,
+            args.now.unwrap_or_else(jiff::Timestamp::now),
+        )
+        .await
+        {
             Ok(report) => report,
             Err(e) => {
                 eprintln!("podgate audit: {e}");
@@ -203,12 +215,13 @@ pub async fn audit(
     policy: &Policy,
     namespace: Option<&str>,
     page_size: u32,
+    now: jiff::Timestamp,
 ) -> Result<Report, SourceError> {
     let mut grouper = Grouper::default();
     for resource in &RESOURCES {
         for_each_page(client, resource, namespace, page_size, |page| {
             for object in &page.items {
-                add_object(policy, resource, object, &mut grouper);
+                add_object(policy, resource, object, now, &mut grouper);
             }
         })
         .await?;
@@ -217,13 +230,14 @@ pub async fn audit(
 }
 
 /// Evaluates one listed object and hands its result to the grouper.
-fn add_object(policy: &Policy, resource: &Resource, object: &Object<'_>, grouper: &mut Grouper) {
+fn add_object(policy: &Policy, resource: &Resource, object: &Object<'_>, now: jiff::Timestamp, grouper: &mut Grouper) {
     let metadata = object.metadata.as_ref();
     let namespace = metadata.and_then(|m| m.namespace.as_deref());
     let name = metadata.and_then(|m| m.name.as_deref()).unwrap_or_default();
-    // No requesting user: only namespace exemptions can apply.
-    let subject = Subject { namespace, username: None, groups: &[] };
-    let verdict = evaluate_object(policy, &subject, resource.kind, object);
+    // No requesting user: namespace and object exemptions apply, the
+    // object's ownerReferences taken as stored (as `podgate check` does).
+    let subject = Subject::stored(resource.kind, object, None);
+    let verdict = evaluate_object(policy, &subject, resource.kind, object, now);
     let result = ObjectResult::new(
         resource.object_path(namespace.unwrap_or_default(), name),
         resource.api_version().to_owned(),

@@ -160,6 +160,8 @@ mod tests {
             name: Some(name.to_owned()),
             allowed: violations.is_empty(),
             exempt: None,
+            exemptions: Vec::new(),
+            notices: Vec::new(),
             violations,
             pods: None,
             differing: Vec::new(),

@@ -120,11 +120,11 @@ pub fn results_of(policy: &Policy, result: &ObjectResult, now: i64) -> Vec<Value
             || result.exempt.as_deref().is_some_and(|reasons| {
                 policy.exemptions.iter().any(|e| e.covers(check) && reasons.split("; ").any(|r| r == e.reason))
             });
-        let (outcome, message) = match &result.exempt {
-            Some(reason) if exempted => ("skip", format!("exempt: {reason}")),
-            _ => ("pass", format!("{check} passed")),
+        let (outcome, message, properties) = match &result.exempt {
+            Some(reason) if exempted => ("skip", format!("exempt: {reason}"), exemption_properties(result)),
+            _ => ("pass", format!("{check} passed"), json!({})),
         };
-        out.push(entry(check, outcome, &message, resources(), json!({}), now));
+        out.push(entry(check, outcome, &message, resources(), properties, now));
     }
     for group in &result.differing {
         let resources: Vec<Value> = group
@@ -143,6 +143,23 @@ pub fn results_of(policy: &Policy, result: &ObjectResult, now: i64) -> Vec<Value
         }
     }
     out
+}
+
+/// What a `skip` result says about the waivers behind it, so a report
+/// reader sees which rule, ticket and expiry keep the object unjudged.
+/// PolicyReport properties are strings: several rules are joined by `; `.
+fn exemption_properties(result: &ObjectResult) -> Value {
+    let mut properties = serde_json::Map::new();
+    let join = |values: Vec<&str>| values.join("; ");
+    let rules: Vec<&str> = result.exemptions.iter().map(|e| e.rule.as_str()).collect();
+    let tickets: Vec<&str> = result.exemptions.iter().filter_map(|e| e.ticket.as_deref()).collect();
+    let expires: Vec<&str> = result.exemptions.iter().filter_map(|e| e.expires.as_deref()).collect();
+    for (key, values) in [("exemptionRule", rules), ("ticket", tickets), ("expires", expires)] {
+        if !values.is_empty() {
+            properties.insert(key.into(), Value::from(join(values)));
+        }
+    }
+    Value::Object(properties)
 }
 
 fn api_version_of(kind: &str) -> &'static str {
@@ -330,6 +347,8 @@ mod tests {
             name: Some(name.to_owned()),
             allowed: true,
             exempt: exempt.map(str::to_owned),
+            exemptions: Vec::new(),
+            notices: Vec::new(),
             violations: Vec::new(),
             pods: None,
             differing: Vec::new(),
@@ -337,6 +356,28 @@ mod tests {
             file: String::new(),
             line: None,
         }
+    }
+
+    #[test]
+    fn skips_name_the_waiver_rule_ticket_and_expiry() {
+        let policy = Policy::default();
+        let mut waived = result("shop", "legacy", Some("legacy until Q3"));
+        waived.exemptions.push(crate::report::ExemptionResult {
+            rule: "legacy-billing".to_owned(),
+            effect: "exempt",
+            reason: "legacy until Q3".to_owned(),
+            ticket: Some("SEC-123".to_owned()),
+            owner: None,
+            expires: Some("2027-03-31".to_owned()),
+        });
+        let results = results_of(&policy, &waived, 0);
+        assert_eq!(results.len(), 6);
+        assert_eq!(results[0]["result"], "skip");
+        assert_eq!(
+            results[0]["properties"],
+            json!({"exemptionRule": "legacy-billing", "ticket": "SEC-123", "expires": "2027-03-31"})
+        );
+        assert_eq!(results_of(&policy, &result("shop", "other", Some("x")), 0)[0]["properties"], json!({}));
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct ObjectMeta<'a> {
     /// The object's unique id; owner references point at it.
     #[serde(borrow, default)]
     pub uid: Option<Text<'a>>,
+    /// Who owns the object: for exemptions naming its workload, and for
+    /// `podgate audit` to fold Pods under their workload. Borrowed strings
+    /// and a flag per entry (`blockOwnerDeletion` is skipped); controllers
+    /// set exactly one.
     #[serde(borrow, default, deserialize_with = "nullable_vec")]
     pub owner_references: Vec<OwnerReference<'a>>,
 }
@@ -69,7 +73,7 @@ impl<'a> ObjectMeta<'a> {
 }
 
 /// One entry of `metadata.ownerReferences`.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnerReference<'a> {
     #[serde(borrow, default)]
@@ -80,6 +84,7 @@ pub struct OwnerReference<'a> {
     pub name: Text<'a>,
     #[serde(borrow, default)]
     pub uid: Text<'a>,
+    /// `true` on the reference to the managing controller.
     #[serde(default)]
     pub controller: Option<bool>,
 }

@@ -50,6 +50,12 @@ pub enum ExportError {
          CEL (the webhook splits the username at the first ':'); no Kubernetes namespace contains ':', remove the entry"
     )]
     ServiceAccountNamespace { index: usize, entry: String },
+    /// A waiver key the exported policy cannot express the webhook's way.
+    #[error(
+        "exemptions[{index}] (\"{rule}\"): {key} cannot be exported to a ValidatingAdmissionPolicy: {why}; \
+         keep this rule in the webhook, or remove the key"
+    )]
+    Unexpressible { index: usize, rule: String, key: &'static str, why: &'static str },
 }
 
 /// Name prefix of every exported object.
@@ -96,6 +102,18 @@ pub fn objects(policy: &Policy) -> Result<Vec<Value>, ExportError> {
 
 fn validate(policy: &Policy) -> Result<(), ExportError> {
     for (index, exemption) in policy.exemptions.iter().enumerate() {
+        // Refused rather than exported wrongly: without these keys the rule
+        // would waive more than the webhook does (every object, every
+        // container, for ever), or deny where the webhook only warns.
+        let unexpressible: [(bool, &'static str, &'static str); 4] = [
+            (!exemption.objects.is_empty(), "objects", "owned objects are decided from the requesting controller, which CEL bindings do not match the webhook's way"),
+            (!exemption.containers.is_empty(), "containers", "a container-scoped waiver needs per-container exceptions in every check's expression"),
+            (exemption.effect != crate::config::ExemptionEffect::Exempt, "effect: audit", "an audit-only rule needs its own Warn binding per rule"),
+            (exemption.expires.is_some(), "expires", "CEL in a ValidatingAdmissionPolicy has no clock, so the rule would never expire"),
+        ];
+        if let Some((_, key, why)) = unexpressible.into_iter().find(|(set, _, _)| *set) {
+            return Err(ExportError::Unexpressible { index, rule: exemption.label(), key, why });
+        }
         if let Some(entry) =
             exemption.service_accounts.iter().find(|sa| sa.split_once('/').is_some_and(|(ns, _)| ns.contains(':')))
         {
@@ -543,6 +561,20 @@ fn probe_flagged(probe: &str, rule: &crate::config::ProbeSettingsRule) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waivers_it_cannot_express_are_refused_with_the_rule_named() {
+        for (rule, key) in [
+            ("objects: [{namespace: shop, kind: Deployment, name: legacy}]", "objects"),
+            ("namespaces: [shop]\n  containers: [istio-proxy]", "containers"),
+            ("namespaces: [shop]\n  effect: audit", "effect: audit"),
+            ("namespaces: [shop]\n  expires: 2027-03-31", "expires"),
+        ] {
+            let policy = Policy::from_yaml(&format!("exemptions:\n- name: w\n  {rule}\n  reason: x\n")).unwrap();
+            let err = objects(&policy).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("exemptions[0] (\"w\"): {key} cannot be exported")), "{err}");
+        }
+    }
 
     #[test]
     fn default_policy_has_one_deny_policy_and_binding() {

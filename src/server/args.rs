@@ -8,6 +8,7 @@ use clap::Parser;
 
 use crate::check::ModeArg;
 use crate::config::Mode;
+use crate::exemption::Clock;
 
 /// Default `--max-body-bytes`: the apiserver's 3 MiB request limit plus
 /// room for the AdmissionReview envelope.
@@ -121,6 +122,10 @@ pub struct ServeArgs {
     /// a slower client gets HTTP 408.
     #[arg(long, env = "PODGATE_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub request_timeout: Duration,
+    /// The time exemption expiry is judged at: the system clock; tests that
+    /// run the server in-process set a fixed one. Not a flag.
+    #[arg(skip)]
+    pub clock: Clock,
 }
 
 /// Parses only the flags of `podgate serve` (tests and embedders).

@@ -12,8 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::BodyExt;
+use jiff::Timestamp;
 
 use crate::config::Policy;
+use crate::exemption::Clock;
 
 use super::error::ApiError;
 use super::metrics::{Metrics, ReviewRecord};
@@ -36,6 +38,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// `/readyz`: true from start-up until shutdown begins.
     pub ready: AtomicBool,
+    /// The time exemptions are judged at (the system clock but in tests).
+    pub clock: Clock,
 }
 
 /// Counts reviews in flight and refuses one beyond the cap.
@@ -197,7 +201,7 @@ async fn answer_review(state: &AppState, request: Request) -> Response {
         return reject(state, ApiError::Overloaded(state.inflight.max()));
     };
     let policy = state.policy.load();
-    match admit_catching_panics(&policy, &body) {
+    match admit_catching_panics(&policy, &body, state.clock.now()) {
         Ok(admission) => {
             let answer = admission.response();
             record(state, &admission, policy.mode.as_str(), started);
@@ -207,11 +211,15 @@ async fn answer_review(state: &AppState, request: Request) -> Response {
     }
 }
 
-/// [`service::admit`], with a panic (a bug) turned into a 500 for this one
-/// request instead of a reset connection: the apiserver then applies the
+/// [`service::admit_at`], with a panic (a bug) turned into a 500 for this
+/// one request instead of a reset connection: the apiserver then applies the
 /// webhook's `failurePolicy`, and the error is counted and logged.
-fn admit_catching_panics<'b, 'p>(policy: &'p Policy, body: &'b [u8]) -> Result<Admission<'b, 'p>, ApiError> {
-    catch_panic(|| service::admit(policy, body))
+fn admit_catching_panics<'b, 'p>(
+    policy: &'p Policy,
+    body: &'b [u8],
+    now: Timestamp,
+) -> Result<Admission<'b, 'p>, ApiError> {
+    catch_panic(|| service::admit_at(policy, body, now))
 }
 
 fn catch_panic<T>(f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
@@ -379,7 +387,7 @@ fn record(state: &AppState, admission: &Admission<'_, '_>, policy_mode: &'static
     let mut exemption = String::new();
     if let Some(verdict) = admission.verdict() {
         for rule in &verdict.exemptions {
-            state.metrics.exemption(&rule.reason);
+            state.metrics.exemption(rule);
         }
         let mut seen = Vec::new();
         for (check, _) in &violations {

@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::checks::CheckId;
+use crate::config::{Exemption, Policy};
 use crate::verdict::Effect;
 
 /// The content type of [`Metrics::render`].
@@ -136,8 +137,15 @@ struct ViolationLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ExemptionLabel {
+struct ExemptionLabels {
+    rule: String,
+    effect: &'static str,
     reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RuleLabel {
+    rule: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -229,7 +237,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily,
     violations: Family<ViolationLabels, Counter>,
-    exemptions: Family<ExemptionLabel, Counter>,
+    exemptions: Family<ExemptionLabels, Counter>,
+    exemption_expiry: Family<RuleLabel, Gauge>,
     invalid: Family<StaticReasonLabel, Counter>,
     overload: Counter,
     certificate_expiry: Gauge,
@@ -264,11 +273,17 @@ impl Metrics {
             "Findings reported in answered reviews, by check and action (deny, warn, audit)",
             violations.clone(),
         );
-        let exemptions = Family::<ExemptionLabel, Counter>::default();
+        let exemptions = Family::<ExemptionLabels, Counter>::default();
         registry.register(
             "podgate_exemptions",
-            "Reviews an exemption rule applied to, by the rule's reason",
+            "Reviews an exemption rule applied to, by the rule's name, effect and reason",
             exemptions.clone(),
+        );
+        let exemption_expiry = Family::<RuleLabel, Gauge>::default();
+        registry.register(
+            "podgate_exemption_expiry_timestamp_seconds",
+            "When a named exemption rule with expires stops applying, as a Unix timestamp",
+            exemption_expiry.clone(),
         );
         let invalid = Family::<StaticReasonLabel, Counter>::default();
         registry.register(
@@ -320,6 +335,7 @@ impl Metrics {
             duration,
             violations,
             exemptions,
+            exemption_expiry,
             invalid,
             overload,
             certificate_expiry,
@@ -359,9 +375,22 @@ impl Metrics {
         }
     }
 
-    /// Records that an exemption rule with `reason` applied.
-    pub fn exemption(&self, reason: &str) {
-        self.exemptions.get_or_create(&ExemptionLabel { reason: reason.to_owned() }).inc();
+    /// Records that an exemption rule applied.
+    pub fn exemption(&self, rule: &Exemption) {
+        let labels = ExemptionLabels { rule: rule.label(), effect: rule.effect.as_str(), reason: rule.reason.clone() };
+        self.exemptions.get_or_create(&labels).inc();
+    }
+
+    /// Publishes the expiry of every named rule of `policy` that has one,
+    /// replacing those of the policy before (a rule removed from the file
+    /// disappears; the rule count is the admin's, so the series are few).
+    pub fn set_exemption_expiries(&self, policy: &Policy) {
+        self.exemption_expiry.clear();
+        for rule in &policy.exemptions {
+            if let (Some(name), Some(expiry)) = (&rule.name, &rule.expires) {
+                self.exemption_expiry.get_or_create(&RuleLabel { rule: name.clone() }).set(expiry.at.as_second());
+            }
+        }
     }
 
     pub fn invalid_request(&self, reason: InvalidReason) {
@@ -453,7 +482,13 @@ mod tests {
             seconds: 0.0002,
             violations: &[(CheckId::RunAsNonRoot, Effect::Deny)],
         });
-        metrics.exemption("kube-system is managed by the cluster operator");
+        let policy = Policy::from_yaml(
+            "exemptions:\n- namespaces: [kube-system]\n  reason: kube-system is managed by the cluster operator\n- name: legacy-billing\n  objects: [{namespace: shop, name: billing}]\n  effect: audit\n  expires: 2027-03-31\n  reason: legacy\n",
+        )
+        .unwrap();
+        metrics.exemption(&policy.exemptions[0]);
+        metrics.exemption(&policy.exemptions[1]);
+        metrics.set_exemption_expiries(&policy);
         metrics.invalid_request(InvalidReason::NotJson);
         metrics.set_certificate_expiry(1_900_000_000);
         let text = metrics.render();
@@ -461,7 +496,9 @@ mod tests {
             r#"podgate_admission_requests_total{kind="Pod",operation="CREATE",decision="denied",mode="enforce",dry_run="false"} 1"#,
             r#"podgate_admission_request_duration_seconds_bucket{le="0.00025",kind="Pod"} 1"#,
             r#"podgate_policy_violations_total{check="runAsNonRoot",action="deny"} 1"#,
-            r#"podgate_exemptions_total{reason="kube-system is managed by the cluster operator"} 1"#,
+            r#"podgate_exemptions_total{rule="exemptions[0]",effect="exempt",reason="kube-system is managed by the cluster operator"} 1"#,
+            r#"podgate_exemptions_total{rule="legacy-billing",effect="audit",reason="legacy"} 1"#,
+            r#"podgate_exemption_expiry_timestamp_seconds{rule="legacy-billing"} 1806451200"#,
             r#"podgate_invalid_requests_total{reason="not_json"} 1"#,
             r#"podgate_invalid_requests_total{reason="too_large"} 0"#,
             "podgate_overload_rejections_total 0",

@@ -187,6 +187,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
         exemptions = policy.exemptions.len(),
         "loaded the policy"
     );
+    metrics.set_exemption_expiries(&policy);
     let policy = Arc::new(Swap::new(Arc::new(policy)));
 
     let (pair, files, self_signed_ca) = match args.certificate_source().map_err(anyhow::Error::msg)? {
@@ -238,6 +239,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<RunningServer> {
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,
         ready: true.into(),
+        clock: args.clock,
     });
 
     let nudge = Arc::new(Notify::new());

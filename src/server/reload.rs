@@ -79,6 +79,7 @@ impl ConfigReloader {
                     policy.mode = mode;
                 }
                 let mode = policy.mode.as_str();
+                self.metrics.set_exemption_expiries(&policy);
                 self.store.store(Arc::new(policy));
                 self.metrics.config_reload(ReloadResult::Success);
                 tracing::info!(config = %self.path.display(), mode, "loaded the changed policy file");

@@ -74,13 +74,16 @@ pub fn allowed(uid: &str) -> Vec<u8> {
 pub fn from_verdict(uid: &str, verdict: &Verdict<'_>) -> Vec<u8> {
     let allowed = verdict.allowed();
     let status = (!allowed).then(|| StatusOut { code: 403, reason: "Forbidden", message: denial_message(verdict) });
-    let warnings = limit_warnings(verdict.warnings().map(|v| v.warning_text()));
+    let warnings = limit_warnings(verdict.warning_texts());
     let mut audit_annotations = BTreeMap::new();
     if !verdict.violations.is_empty() {
         audit_annotations.insert("violations", violations_annotation(verdict));
     }
     if let Some(reason) = verdict.exemption_reason() {
         audit_annotations.insert("exemption", sanitize(&reason));
+        // The rules by name, for audit-log queries (names are validated).
+        let rules: Vec<String> = verdict.exemptions.iter().map(|rule| rule.label()).collect();
+        audit_annotations.insert("exemptionRules", rules.join(","));
     }
     encode(&ReviewOut {
         api_version: API_VERSION,
@@ -241,6 +244,7 @@ mod tests {
         let verdict = Verdict {
             violations: vec![violation(Effect::Deny, "bad one"), violation(Effect::Warn, "meh\nline")],
             exemptions: vec![],
+            notices: vec![],
         };
         let json: serde_json::Value = serde_json::from_slice(&from_verdict("u\"2", &verdict)).unwrap();
         let response = &json["response"];
@@ -273,6 +277,7 @@ mod tests {
                 .map(|i| violation(Effect::Deny, &format!("finding {i} {}", "y".repeat(50))))
                 .collect(),
             exemptions: vec![],
+            notices: vec![],
         };
         let message = denial_message(&verdict);
         assert!(message.len() <= MAX_MESSAGE_BYTES, "{}", message.len());

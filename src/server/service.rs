@@ -15,6 +15,7 @@
 
 use std::fmt;
 
+use jiff::Timestamp;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -86,7 +87,7 @@ impl Admission<'_, '_> {
                     Decision::Exempt
                 } else if !verdict.allowed() {
                     Decision::Denied
-                } else if verdict.warnings().next().is_some() {
+                } else if verdict.warnings().next().is_some() || !verdict.notices.is_empty() {
                     Decision::Warned
                 } else {
                     Decision::Allowed
@@ -118,8 +119,14 @@ impl Admission<'_, '_> {
     }
 }
 
-/// Decodes `body` and admits the review under `policy`.
+/// Decodes `body` and admits the review under `policy`, now.
 pub fn admit<'b, 'p>(policy: &'p Policy, body: &'b [u8]) -> Result<Admission<'b, 'p>, ApiError> {
+    admit_at(policy, body, Timestamp::now())
+}
+
+/// Decodes `body` and admits the review under `policy` at `now` (the
+/// server's [`Clock`](crate::exemption::Clock)).
+pub fn admit_at<'b, 'p>(policy: &'p Policy, body: &'b [u8], now: Timestamp) -> Result<Admission<'b, 'p>, ApiError> {
     // JSON is UTF-8. Checked once for the whole body (a few hundred
     // nanoseconds for 9 KB), so that invalid bytes in a field the decoder
     // skips are refused too, and the decoder need not check each string.
@@ -210,8 +217,13 @@ pub fn admit<'b, 'p>(policy: &'p Policy, body: &'b [u8]) -> Result<Admission<'b,
                 namespace: namespace.as_deref(),
                 username: user_info.as_ref().and_then(|u| u.username.as_deref()),
                 groups: user_info.as_ref().map_or(&[], |u| u.groups.as_slice()),
+                kind: Some(kind),
+                // The object's own name: the one its controller generated.
+                name: metadata.and_then(|m| m.name.as_deref().or(m.generate_name.as_deref())).or(name.as_deref()),
+                owner_references: metadata.map_or(&[], |m| m.owner_references.as_slice()),
+                as_stored: false,
             };
-            Outcome::Evaluated(evaluate(policy, &subject, &view))
+            Outcome::Evaluated(evaluate(policy, &subject, &view, now))
         }
     };
 

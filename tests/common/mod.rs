@@ -173,6 +173,12 @@ pub struct Harness {
 /// Starts a server with a certificate from a fresh test CA, on ephemeral
 /// loopback ports, with `extra` flags.
 pub async fn start(extra: &[&str]) -> Harness {
+    start_with(extra, |_| {}).await
+}
+
+/// [`start`], with `customize` applied to the parsed arguments (settings
+/// that are not flags, such as the clock).
+pub async fn start_with(extra: &[&str], customize: impl FnOnce(&mut ServeArgs)) -> Harness {
     let ca = TestCa::new();
     let leaf = ca.leaf("podgate-1", 2090);
     let certs = Mount::new(&[("tls.crt", &leaf.cert_pem), ("tls.key", &leaf.key_pem)]);
@@ -189,7 +195,9 @@ pub async fn start(extra: &[&str]) -> Harness {
         key.as_str(),
     ];
     args.extend_from_slice(extra);
-    let server = server::start(&ServeArgs::try_parse_from(args).unwrap()).await.unwrap();
+    let mut args = ServeArgs::try_parse_from(args).unwrap();
+    customize(&mut args);
+    let server = server::start(&args).await.unwrap();
     let client = client(&ca.pem, false);
     let url = format!("https://127.0.0.1:{}/validate", server.webhook_addr().port());
     Harness { server, ca, leaf, certs, client, url }

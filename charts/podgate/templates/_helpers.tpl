@@ -100,7 +100,10 @@ Fail
 {{- define "podgate.policy" -}}
 # podgate policy, rendered by the podgate Helm chart from its values
 # (mode, checks, exemptions). Lint it with: podgate check --config FILE
-{{ dict "mode" .Values.mode "checks" .Values.checks "exemptions" .Values.exemptions | toYaml }}
+{{- $policy := dict "mode" .Values.mode "checks" .Values.checks "exemptions" .Values.exemptions }}
+{{- with .Values.warnBeforeExpiry }}{{ $_ := set $policy "warnBeforeExpiry" . }}{{ end }}
+{{- with .Values.controllerUsernames }}{{ $_ := set $policy "controllerUsernames" . }}{{ end }}
+{{ $policy | toYaml }}
 {{- end -}}
 
 {{/* Labels that select the auditor's Pod: not the webhook's selector labels. */}}
