@@ -19,24 +19,7 @@ const PODGATE: &str = env!("CARGO_BIN_EXE_podgate");
 /// A kubeconfig for the cluster's admin certificate, impersonating `as_user`
 /// when given (how the chart's ServiceAccount is tried).
 fn kubeconfig(cluster: &Cluster, as_user: Option<&str>) -> PathBuf {
-    let dir = cluster.dir();
-    let path = cluster.scratch("kubeconfig").join("config");
-    let impersonate = as_user.map(|user| format!(", as: \"{user}\"")).unwrap_or_default();
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\n\
-             clusters: [{{name: e2e, cluster: {{server: \"{}\", certificate-authority: \"{}\"}}}}]\n\
-             users: [{{name: admin, user: {{client-certificate: \"{}\", client-key: \"{}\"{impersonate}}}}}]\n\
-             contexts: [{{name: e2e, context: {{cluster: e2e, user: admin}}}}]\ncurrent-context: e2e\n",
-            cluster.url,
-            dir.join("ca.crt").display(),
-            dir.join("admin.crt").display(),
-            dir.join("admin.key").display(),
-        ),
-    )
-    .unwrap();
-    path
+    cluster.kubeconfig(as_user)
 }
 
 fn audit(kubeconfig: &PathBuf, args: &[&str]) -> Output {

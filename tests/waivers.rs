@@ -7,7 +7,9 @@
 //!   (`ServeArgs::clock` fixed at it), each case POSTed as an AdmissionReview;
 //! - `podgate check --now INSTANT`, the real binary, on the same review files
 //!   (judged as the webhook would, with their user) and on the bare objects
-//!   as stored manifests (judged as stored).
+//!   as stored manifests (judged as stored);
+//! - `podgate audit --now INSTANT`, the real binary, on the same objects
+//!   stored in a real kube-apiserver (judged as stored).
 //!
 //! Every path must give every case the answer the table expects. Then the
 //! metrics of the waivers (promtool-checked), the lints of `check --config`,
@@ -371,4 +373,83 @@ async fn the_longest_expiry_warning_stays_within_the_apiserver_limits() {
     assert_eq!(notice, format!("exemption \"{name}\" expires on 2027-03-31T12:00:00.123456789+05:30 ({ticket})"));
     assert!(notice.chars().count() < 256, "{}", notice.len());
     harness.server.shutdown().await;
+}
+
+/// The third path that decides: `podgate audit`. Every case's object is
+/// stored in a real kube-apiserver (podgate not registered, so nothing
+/// refuses it), and `podgate audit --now INSTANT` over its namespace must
+/// give the answer the table expects for the object as stored, as
+/// `podgate check` does on the bare object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_table_through_podgate_audit() {
+    let Some(cluster) = apiserver::cluster().await else { return };
+    let cases = cases();
+    let admin = cluster.admin();
+    let mut namespaces: Vec<&str> = cases.iter().map(|c| c.object["metadata"]["namespace"].as_str().unwrap()).collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    for namespace in &namespaces {
+        cluster.create_namespace(namespace, "waivers-audit").await;
+    }
+    let kubeconfig = cluster.kubeconfig(None);
+    let policy = fixture_path("policy.yaml").display().to_string();
+
+    let mut instants: Vec<&str> = cases.iter().map(|c| c.at.as_str()).collect();
+    instants.sort_unstable();
+    instants.dedup();
+    let mut failures = Vec::new();
+    for at in instants {
+        let here: Vec<&Case> = cases.iter().filter(|c| c.at == at).collect();
+        let mut paths = Vec::new();
+        for case in &here {
+            let namespace = case.object["metadata"]["namespace"].as_str().unwrap();
+            let answer = apiserver::create(&admin, namespace, &case.object).await;
+            assert_eq!(answer.status, 201, "{}: {answer:?}", case.name);
+            let name = answer.body["metadata"]["name"].as_str().unwrap();
+            paths.push(format!("{}/{name}", apiserver::collection_path(&case.object, namespace)));
+        }
+        // The instant as RFC 3339 for --now (the table writes it as YAML's timestamp).
+        let now: jiff::Timestamp = at.parse().unwrap();
+        let now = now.to_string();
+        let mut answers: BTreeMap<(String, String, String), Outcome> = BTreeMap::new();
+        for namespace in &namespaces {
+            let output = Command::new(env!("CARGO_BIN_EXE_podgate"))
+                .args(["audit", "--kubeconfig", kubeconfig.to_str().unwrap(), "-n", namespace])
+                .args(["--config", &policy, "--now", &now, "--format", "json"])
+                .env_remove("PODGATE_CONFIG")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(matches!(output.status.code(), Some(0 | 1)), "exit {:?}: {stderr}", output.status.code());
+            let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+            for result in report["results"].as_array().unwrap() {
+                let key = |field: &str| result[field].as_str().unwrap().to_owned();
+                answers.insert((key("kind"), key("namespace"), key("name")), from_check(result));
+            }
+        }
+        for case in &here {
+            let metadata = &case.object["metadata"];
+            let key = (
+                case.object["kind"].as_str().unwrap().to_owned(),
+                metadata["namespace"].as_str().unwrap().to_owned(),
+                metadata["name"].as_str().unwrap().to_owned(),
+            );
+            let expected = case.stored.as_ref().unwrap_or(&case.expect);
+            match answers.get(&key) {
+                Some(got) if got == expected => {}
+                got => failures.push(format!("audit at {at}: {}: expected {expected:?}, got {got:?}", case.name)),
+            }
+        }
+        // The next instant stores objects of the same names anew.
+        for path in paths {
+            let delete = format!("{path}?gracePeriodSeconds=0");
+            let gone = apiserver::send(&admin, "DELETE", &delete, "application/json", None).await;
+            assert!(matches!(gone.status, 200 | 202), "DELETE {path}: {gone:?}");
+            common::eventually(&format!("{path} deleted"), || async {
+                apiserver::send(&admin, "GET", &path, "application/json", None).await.status == 404
+            })
+            .await;
+        }
+    }
+    assert!(failures.is_empty(), "{} cases disagree:\n{}", failures.len(), failures.join("\n"));
 }

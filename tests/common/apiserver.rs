@@ -518,6 +518,29 @@ rm -rf "$1""#,
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
+
+    /// A kubeconfig file for the cluster as admin (optionally impersonating
+    /// `as_user`), for the podgate binary's kube client (`podgate audit`).
+    pub fn kubeconfig(&self, as_user: Option<&str>) -> PathBuf {
+        let dir = self.dir();
+        let path = self.scratch("kubeconfig").join(as_user.unwrap_or("admin").replace(':', "_"));
+        let impersonate = as_user.map(|user| format!(", as: \"{user}\"")).unwrap_or_default();
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\n\
+                 clusters: [{{name: e2e, cluster: {{server: \"{}\", certificate-authority: \"{}\"}}}}]\n\
+                 users: [{{name: admin, user: {{client-certificate: \"{}\", client-key: \"{}\"{impersonate}}}}}]\n\
+                 contexts: [{{name: e2e, context: {{cluster: e2e, user: admin}}}}]\ncurrent-context: e2e\n",
+                self.url,
+                dir.join("ca.crt").display(),
+                dir.join("admin.crt").display(),
+                dir.join("admin.key").display(),
+            ),
+        )
+        .unwrap();
+        path
+    }
 }
 
 /// What the apiserver answered: status, each `Warning` header's text, body.
