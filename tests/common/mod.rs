@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod apiserver;
+pub mod histogram;
 
 use std::future::Future;
 use std::net::SocketAddr;
