@@ -17,10 +17,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::apiserver::*;
-use common::histogram::{buckets, count, delta, exact, quantile};
+use common::histogram::{buckets, count, delta, exact, quantile, timed_pod_creations};
 
 fn ms(seconds: Option<f64>) -> String {
     seconds.map_or("-".to_owned(), |s| format!("{:.2} ms", s * 1000.0))
@@ -44,21 +44,7 @@ async fn snapshot(cluster: &Cluster) -> [Vec<(f64, f64)>; 3] {
 /// Creates `n` compliant Pods in `namespace` one after the other; the
 /// apiserver's histograms of them and the latencies the client saw.
 async fn run(cluster: &Cluster, namespace: &str, n: usize) -> ([Vec<(f64, f64)>; 3], Vec<Duration>) {
-    let admin = cluster.admin();
-    let before = snapshot(cluster).await;
-    let mut latencies = Vec::with_capacity(n);
-    let mut pod = manifest("pod-compliant.yaml");
-    pod["metadata"] = serde_json::json!({"generateName": "web-", "labels": pod["metadata"]["labels"]});
-    for _ in 0..n {
-        let start = Instant::now();
-        let answer = create(&admin, namespace, &pod).await;
-        latencies.push(start.elapsed());
-        assert_eq!(answer.status, 201, "{answer:#?}");
-    }
-    let after = snapshot(cluster).await;
-    latencies.sort();
-    let histograms = [0, 1, 2].map(|i| delta(&after[i], &before[i]));
-    (histograms, latencies)
+    timed_pod_creations(cluster, namespace, n, || snapshot(cluster)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,10 +15,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::apiserver::*;
-use common::histogram::{buckets, count, delta, exact, quantile};
+use common::histogram::{buckets, count, exact, quantile, timed_pod_creations};
 use podgate::config::Policy;
 use serde_json::{json, Value};
 
@@ -42,20 +42,7 @@ async fn snapshot(cluster: &Cluster) -> [Vec<(f64, f64)>; 4] {
 
 /// Creates `n` compliant Pods in `namespace` one after the other.
 async fn run(cluster: &Cluster, namespace: &str, n: usize) -> ([Vec<(f64, f64)>; 4], Vec<Duration>) {
-    let admin = cluster.admin();
-    let before = snapshot(cluster).await;
-    let mut latencies = Vec::with_capacity(n);
-    let mut pod = manifest("pod-compliant.yaml");
-    pod["metadata"] = json!({"generateName": "web-", "labels": pod["metadata"]["labels"]});
-    for _ in 0..n {
-        let start = Instant::now();
-        let answer = create(&admin, namespace, &pod).await;
-        latencies.push(start.elapsed());
-        assert_eq!(answer.status, 201, "{answer:#?}");
-    }
-    let after = snapshot(cluster).await;
-    latencies.sort();
-    (std::array::from_fn(|i| delta(&after[i], &before[i])), latencies)
+    timed_pod_creations(cluster, namespace, n, || snapshot(cluster)).await
 }
 
 /// Installs the export of `policy` for the namespaces of `scope` and waits

@@ -3,10 +3,8 @@
 //! counter. Labels are kinds, results, check ids, actions and error reasons:
 //! never a namespace or a name.
 
-use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -163,12 +161,7 @@ impl AuditMetrics {
 
     /// OpenMetrics text, ending with `# EOF`.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4 * 1024);
-        if encode(&mut out, &self.registry).is_err() {
-            out.clear();
-            let _ = writeln!(out, "# EOF");
-        }
-        out
+        crate::server::metrics::render_openmetrics(&self.registry, 4 * 1024)
     }
 
     /// The Prometheus text format 0.0.4 (what `promtool check metrics` reads).

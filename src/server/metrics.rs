@@ -415,13 +415,7 @@ impl Metrics {
 
     /// Every metric in OpenMetrics text, ending with `# EOF`.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        if encode(&mut out, &self.registry).is_err() {
-            // Writing to a String cannot fail; keep the contract anyway.
-            out.clear();
-            let _ = writeln!(out, "# EOF");
-        }
-        out
+        render_openmetrics(&self.registry, 8 * 1024)
     }
 
     /// Every metric in the Prometheus text format 0.0.4, for clients that do
@@ -431,6 +425,18 @@ impl Metrics {
     pub fn render_prometheus_text(&self) -> String {
         prometheus_text(&self.render())
     }
+}
+
+/// A registry in OpenMetrics text, ending with `# EOF`; shared by the
+/// webhook's and the auditor's metrics.
+pub fn render_openmetrics(registry: &Registry, capacity: usize) -> String {
+    let mut out = String::with_capacity(capacity);
+    if encode(&mut out, registry).is_err() {
+        // Writing to a String cannot fail; keep the contract anyway.
+        out.clear();
+        let _ = writeln!(out, "# EOF");
+    }
+    out
 }
 
 /// OpenMetrics text as the Prometheus text format 0.0.4: counter families

@@ -3,7 +3,9 @@
 //! readings, and quantiles computed as Prometheus' `histogram_quantile`
 //! does. Shared by the latency tests (`e2e_latency`, `vap_latency`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use super::apiserver::{create, manifest, Cluster};
 
 /// A histogram's cumulative bucket counts (`le`, count), summed over the
 /// series of `name` whose labels include every `label="value"` of `filter`.
@@ -68,4 +70,33 @@ pub fn quantile(q: f64, histogram: &[(f64, f64)]) -> Option<f64> {
 /// The exact quantile of a sample.
 pub fn exact(q: f64, sorted: &[Duration]) -> Duration {
     sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Creates `n` compliant Pods in `namespace` one after the other and
+/// returns the latencies the client saw, sorted; `snapshot` reads the
+/// histograms of interest before and after, and their deltas are returned.
+pub async fn timed_pod_creations<const N: usize, F, Fut>(
+    cluster: &Cluster,
+    namespace: &str,
+    n: usize,
+    snapshot: F,
+) -> ([Vec<(f64, f64)>; N], Vec<Duration>)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = [Vec<(f64, f64)>; N]>,
+{
+    let admin = cluster.admin();
+    let before = snapshot().await;
+    let mut latencies = Vec::with_capacity(n);
+    let mut pod = manifest("pod-compliant.yaml");
+    pod["metadata"] = serde_json::json!({"generateName": "web-", "labels": pod["metadata"]["labels"]});
+    for _ in 0..n {
+        let start = Instant::now();
+        let answer = create(&admin, namespace, &pod).await;
+        latencies.push(start.elapsed());
+        assert_eq!(answer.status, 201, "{answer:#?}");
+    }
+    let after = snapshot().await;
+    latencies.sort();
+    (std::array::from_fn(|i| delta(&after[i], &before[i])), latencies)
 }
