@@ -207,8 +207,11 @@ mod tests {
     #[test]
     fn a_stalled_output_drops_lines_instead_of_blocking() {
         let sink = Sink::default();
-        let stalled = sink.stall.lock().unwrap();
+        // Stalled after the spawn (the flusher writes nothing before the
+        // first line), so that a failing assertion unwinds the stall before
+        // the guard, which joins the flusher: a failure, never a hang.
         let (writer, guard) = spawn(sink.clone()).unwrap();
+        let stalled = sink.stall.lock().unwrap();
         let line = [b'x'; 1023].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
         // The first batch blocks in the stalled write; the rest fills the buffer.
         let started = std::time::Instant::now();
