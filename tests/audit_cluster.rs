@@ -224,7 +224,6 @@ async fn the_charts_service_account_is_enough_and_a_missing_permission_is_named(
     let ns = cluster.namespace("audit-rbac").await;
     populate(cluster, &ns).await;
     let (role, user) = bind_chart_audit_role(cluster, "audit-rbac", &["audit.enabled=true"]).await;
-    let admin = cluster.admin();
     let role_name = role["metadata"]["name"].as_str().unwrap().to_owned();
     let config = kubeconfig(cluster, Some(&user));
     // RBAC caches settle within a moment; the all-namespaces audit must then succeed.
@@ -261,24 +260,9 @@ async fn the_charts_service_account_is_enough_and_a_missing_permission_is_named(
             resources.retain(|r| r != "cronjobs");
         }
     }
-    let answer =
-        send(&admin, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", "application/json", Some(&narrow))
-            .await;
-    assert_eq!(answer.status, 201, "{answer:?}");
     let narrow_user = "audit-narrow";
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": format!("{role_name}-narrow")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{role_name}-narrow")},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": narrow_user}]});
-    let answer = send(
-        &admin,
-        "POST",
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        "application/json",
-        Some(&binding),
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{answer:?}");
+    let subject = json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": narrow_user});
+    create_cluster_role_and_binding(cluster, &narrow, subject).await;
     let config = kubeconfig(cluster, Some(narrow_user));
     let mut stderr = String::new();
     for _ in 0..50 {

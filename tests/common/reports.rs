@@ -106,15 +106,22 @@ pub async fn bind_chart_audit_role(cluster: &Cluster, scope: &str, values: &[&st
     };
     let role = audit_object("ClusterRole");
     let account_name = audit_object("ServiceAccount")["metadata"]["name"].as_str().unwrap().to_owned();
+    let subject = json!({"kind": "ServiceAccount", "name": account_name, "namespace": RELEASE_NAMESPACE});
+    create_cluster_role_and_binding(cluster, &role, subject).await;
+    (role, format!("system:serviceaccount:{RELEASE_NAMESPACE}:{account_name}"))
+}
+
+/// Creates `role` and a ClusterRoleBinding of the same name to `subject`.
+pub async fn create_cluster_role_and_binding(cluster: &Cluster, role: &Value, subject: Value) {
     let admin = cluster.admin();
-    let role_name = role["metadata"]["name"].as_str().unwrap().to_owned();
+    let role_name = role["metadata"]["name"].as_str().unwrap();
     let answer =
-        send(&admin, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", "application/json", Some(&role)).await;
+        send(&admin, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", "application/json", Some(role)).await;
     assert_eq!(answer.status, 201, "{answer:?}");
     let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": role_name},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
-        "subjects": [{"kind": "ServiceAccount", "name": account_name, "namespace": RELEASE_NAMESPACE}]});
+        "subjects": [subject]});
     let answer = send(
         &admin,
         "POST",
@@ -124,7 +131,6 @@ pub async fn bind_chart_audit_role(cluster: &Cluster, scope: &str, values: &[&st
     )
     .await;
     assert_eq!(answer.status, 201, "{answer:?}");
-    (role, format!("system:serviceaccount:{RELEASE_NAMESPACE}:{account_name}"))
 }
 
 /// Pods in a large namespace: 300 bare two-container root Pods, 10 results
