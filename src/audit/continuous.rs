@@ -1,5 +1,5 @@
 //! Continuous audit: a pass every `--interval`, with `/metrics`, `/healthz`
-//! and `/readyz` on the ops port, and PolicyReports when asked for.
+//! and `/readyz` on the ops port, and policy reports when asked for.
 //!
 //! Why an interval and not watches: a pass lists page by page and keeps only
 //! per-workload results, so memory stays bounded whatever the cluster holds;
@@ -141,7 +141,7 @@ impl Auditor {
         Auditor { client, policy, args, reports_missing_logged: None }
     }
 
-    /// One pass: audit, metrics, PolicyReports. Failures are logged and
+    /// One pass: audit, metrics, policy reports. Failures are logged and
     /// counted; the next pass tries again.
     pub async fn pass(&mut self, state: &OpsState) -> bool {
         let started = Instant::now();
@@ -194,9 +194,10 @@ impl Auditor {
         if missing != self.reports_missing_logged {
             if let Some(missing) = &missing {
                 let written: Vec<&str> = targets.write.iter().map(|api| api.label()).collect();
-                match written.is_empty() {
-                    true => tracing::warn!("{missing}: no reports written (metrics only)"),
-                    false => tracing::warn!("{missing}: reports written as {} only", written.join(" and ")),
+                if written.is_empty() {
+                    tracing::warn!("{missing}: no reports written (metrics only)");
+                } else {
+                    tracing::warn!("{missing}: reports written as {} only", written.join(" and "));
                 }
             }
             self.reports_missing_logged = missing;
