@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use crate::config::{Expiry, Mode, Policy};
+use crate::checks::Mode;
+use crate::config::{Expiry, Policy};
 use crate::decode::locate::Locator;
 use crate::decode::manifest::{for_each_document_with_source, DocumentError, SkipReason, Syntax};
 use crate::exemption;

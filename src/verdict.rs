@@ -7,8 +7,8 @@
 
 use jiff::Timestamp;
 
-use crate::checks::{CheckId, Finding, PodView, CHECKS};
-use crate::config::{Action, Exemption, ExemptionEffect, Mode, Policy};
+use crate::checks::{Action, CheckId, Finding, Mode, PodView, CHECKS};
+use crate::config::{Exemption, ExemptionEffect, Policy};
 use crate::decode::model::{Object, OwnerReference, Text};
 use crate::exemption::{self, ExpiryState};
 use crate::extract::{pod_target, WorkloadKind};

@@ -22,7 +22,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use crate::check::ModeArg;
-use crate::config::{Mode, Policy};
+use crate::checks::Mode;
+use crate::config::Policy;
 use crate::decode::model::Object;
 use crate::report::{render_audit_text, ObjectResult, Report};
 use crate::verdict::{evaluate_object, Subject};

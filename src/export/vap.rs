@@ -533,7 +533,7 @@ fn probe_flag_variables(policy: &Policy) -> Vec<(String, String)> {
 /// Whether the probe at `probe` has any `probeSettings` finding: the
 /// conditions of the message builder in [`probe_settings`], without the
 /// messages.
-fn probe_flagged(probe: &str, rule: &crate::config::ProbeSettingsRule) -> String {
+fn probe_flagged(probe: &str, rule: &crate::checks::ProbeSettingsRule) -> String {
     let port = |action: &str| {
         format!(
             "has({probe}.{action}) && (!has({probe}.{action}.port) || (type({probe}.{action}.port) == int ? \

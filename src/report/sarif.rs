@@ -9,8 +9,8 @@
 use serde_json::{json, Value};
 
 use super::{Report, Tally};
-use crate::checks::CheckId;
-use crate::config::{Action, Mode, Policy};
+use crate::checks::{Action, CheckId, Mode};
+use crate::config::Policy;
 use crate::decode::manifest::SkipReason;
 
 /// The rule's name and documentation: (short description, full description).

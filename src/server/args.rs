@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::check::ModeArg;
-use crate::config::Mode;
+use crate::checks::Mode;
 use crate::exemption::Clock;
 
 /// Default `--max-body-bytes`: the apiserver's 3 MiB request limit plus
