@@ -21,11 +21,11 @@ use crate::checks::Mode;
 use crate::config::{Expiry, Policy};
 use crate::decode::locate::Locator;
 use crate::decode::manifest::{for_each_document_with_source, DocumentError, SkipReason, Syntax};
-use crate::exemption;
+use crate::exemption::{self, Subject};
 use crate::extract::WorkloadKind;
 use crate::report::{self, render_text, ObjectResult, Problem, Report, Skipped, Tally};
 use crate::source::{self, HelmOptions, Input, RenderedDocument};
-use crate::verdict::{evaluate_object, Subject};
+use crate::verdict::evaluate_object;
 
 /// Output format of `podgate check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -16,8 +16,9 @@ use podgate::config::Policy;
 use podgate::decode::locate::Locator;
 use podgate::decode::manifest::{for_each_document_with_source, Syntax};
 use podgate::decode::review;
+use podgate::exemption::Subject;
 use podgate::extract::WorkloadKind;
-use podgate::verdict::{evaluate_object, Subject};
+use podgate::verdict::evaluate_object;
 
 fn fixture(relative: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)).unwrap()

@@ -25,8 +25,9 @@ use crate::check::ModeArg;
 use crate::checks::Mode;
 use crate::config::Policy;
 use crate::decode::model::Object;
+use crate::exemption::Subject;
 use crate::report::{render_audit_text, ObjectResult, Report};
-use crate::verdict::{evaluate_object, Subject};
+use crate::verdict::evaluate_object;
 use owners::Grouper;
 use source::{for_each_page, Resource, SourceError, RESOURCES};
 

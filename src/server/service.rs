@@ -25,8 +25,9 @@ use crate::config::Policy;
 use crate::decode::json::{self, Captured};
 use crate::decode::model::{Object, PodSpec, Text};
 use crate::decode::review::{decode_str, AdmissionRequest};
+use crate::exemption::Subject;
 use crate::extract::{pod_target, WorkloadKind};
-use crate::verdict::{evaluate, Effect, Subject, Verdict};
+use crate::verdict::{evaluate, Effect, Verdict};
 
 use super::error::{truncate, ApiError};
 use super::metrics::Decision;
