@@ -29,7 +29,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::checks::{CheckId, PodView};
-use crate::config::{glob_matches, Exemption, ExemptionEffect, ObjectSelector, Policy};
+use crate::config::{glob_matches, Exemption, ExemptionEffect, Expiry, ObjectSelector, Policy};
 use crate::decode::model::{Object, OwnerReference, Text};
 use crate::extract::WorkloadKind;
 
@@ -85,6 +85,12 @@ impl Clock {
             Clock::Fixed(at) => at,
         }
     }
+}
+
+/// `--now` (`podgate check`, `podgate audit`): a date or an RFC 3339 time,
+/// read as `expires` is, so that every command judges expiry the same way.
+pub fn parse_now(text: &str) -> Result<Timestamp, String> {
+    Expiry::parse(text).map(|expiry| expiry.at)
 }
 
 /// Where a rule stands at some instant.

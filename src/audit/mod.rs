@@ -21,7 +21,6 @@ use std::time::Duration;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use crate::check::ModeArg;
 use crate::checks::Mode;
 use crate::config::Policy;
 use crate::decode::model::Object;
@@ -46,7 +45,7 @@ pub struct AuditArgs {
     pub config: Option<PathBuf>,
     /// Override the policy's mode: `--mode enforce` lists what enforcing would deny.
     #[arg(long, env = "PODGATE_MODE", value_enum)]
-    pub mode: Option<ModeArg>,
+    pub mode: Option<Mode>,
     /// Output format of a one-shot audit.
     #[arg(long, value_enum, default_value = "text")]
     pub format: AuditFormat,
@@ -56,7 +55,7 @@ pub struct AuditArgs {
     /// Objects per list request (`limit`); memory holds one page at a time.
     /// Judge exemption expiry at this time instead of the clock (a date or
     /// an RFC 3339 time), as `podgate check --now` does.
-    #[arg(long, value_name = "TIME", value_parser = crate::check::parse_now)]
+    #[arg(long, value_name = "TIME", value_parser = crate::exemption::parse_now)]
     pub now: Option<jiff::Timestamp>,
     #[arg(long, env = "PODGATE_AUDIT_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub page_size: u32,
@@ -99,10 +98,7 @@ impl AuditArgs {
             None => Policy::default(),
         };
         if let Some(mode) = self.mode {
-            policy.mode = match mode {
-                ModeArg::Enforce => Mode::Enforce,
-                ModeArg::Audit => Mode::Audit,
-            };
+            policy.mode = mode;
         }
         Ok(policy)
     }

@@ -7,7 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 /// `mode`: whether would-be denials deny (`enforce`) or only warn (`audit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Also the value of every subcommand's `--mode` override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::check::ModeArg;
 use crate::checks::Mode;
 use crate::exemption::Clock;
 
@@ -67,7 +66,7 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
     /// Override the policy's mode (also after every reload).
     #[arg(long, env = "PODGATE_MODE", value_enum)]
-    pub mode: Option<ModeArg>,
+    pub mode: Option<Mode>,
     /// Log format. The level comes from RUST_LOG (default info).
     #[arg(long, env = "PODGATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -170,10 +169,7 @@ impl ServeArgs {
 
     /// The `--mode` override as a policy mode.
     pub fn mode_override(&self) -> Option<Mode> {
-        self.mode.map(|mode| match mode {
-            ModeArg::Enforce => Mode::Enforce,
-            ModeArg::Audit => Mode::Audit,
-        })
+        self.mode
     }
 }
 
