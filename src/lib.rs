@@ -27,5 +27,6 @@ pub mod extract;
 pub mod report;
 pub mod server;
 pub mod source;
+pub mod telemetry;
 pub mod time;
 pub mod verdict;

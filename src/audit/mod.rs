@@ -79,11 +79,11 @@ pub struct AuditArgs {
     pub policy_reports: bool,
     /// Log format in continuous mode.
     #[arg(long, env = "PODGATE_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: crate::server::LogFormat,
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
-    let interval = crate::server::args::parse_duration(text)?;
+    let interval = crate::duration::parse_non_negative(text).map_err(|e| e.to_string())?;
     if interval < Duration::from_secs(1) {
         return Err("must be at least 1s".to_owned());
     }

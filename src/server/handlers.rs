@@ -16,6 +16,7 @@ use jiff::Timestamp;
 
 use crate::config::Policy;
 use crate::exemption::Clock;
+use crate::telemetry;
 
 use super::error::ApiError;
 use super::metrics::{Metrics, ReviewRecord};
@@ -446,16 +447,7 @@ async fn not_found(State(state): State<Arc<AppState>>) -> Response {
 /// OpenMetrics for clients that accept it (Prometheus does), else the
 /// Prometheus text format.
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let openmetrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .any(|value| value.to_str().is_ok_and(|accept| accept.contains("application/openmetrics-text")));
-    let (content_type, body) = if openmetrics {
-        (super::metrics::OPENMETRICS_CONTENT_TYPE, state.metrics.render())
-    } else {
-        (super::metrics::PROMETHEUS_TEXT_CONTENT_TYPE, state.metrics.render_prometheus_text())
-    };
-    ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+    telemetry::metrics::scrape_response(&headers, || state.metrics.render())
 }
 
 async fn healthz() -> &'static str {
