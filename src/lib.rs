@@ -14,6 +14,7 @@
 //! [`duration`] and [`time`] read and write the standard formats (Go
 //! durations, RFC 3339).
 
+pub mod admission;
 pub mod audit;
 pub mod check;
 pub mod checks;

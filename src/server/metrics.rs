@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::admission::Decision;
 use crate::checks::CheckId;
 use crate::config::{Exemption, Policy};
 use crate::telemetry::metrics::{prometheus_text, render_openmetrics};
@@ -21,30 +22,6 @@ use crate::verdict::Effect;
 
 /// Upper bounds of the review latency histogram, 50 us to 1 s.
 pub const DURATION_BUCKETS: [f64; 10] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25, 1.0];
-
-/// `decision` of `podgate_admission_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Allowed with nothing to report (also: not evaluated, e.g. DELETE).
-    Allowed,
-    /// Denied by at least one finding.
-    Denied,
-    /// Allowed with warnings (action `warn`, or would-be denials in audit mode).
-    Warned,
-    /// Allowed because an exemption covered the whole object.
-    Exempt,
-}
-
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Allowed => "allowed",
-            Decision::Denied => "denied",
-            Decision::Warned => "warned",
-            Decision::Exempt => "exempt",
-        }
-    }
-}
 
 /// `reason` of `podgate_invalid_requests_total`: why a request got no verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

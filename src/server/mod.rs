@@ -1,9 +1,10 @@
 //! `podgate serve`: the HTTPS admission webhook.
 //!
-//! One module per concern: [`args`] (flags), [`tls`] (certificates, hot
-//! reload, self-signed), [`reload`] (policy hot reload, polling),
-//! [`handlers`] (HTTP), [`service`] (admission logic), [`response`]
-//! (answer encoding), [`metrics`], [`error`], `connection` (idle and
+//! Transport only: what to evaluate and how to answer is
+//! [`crate::admission`]'s. One module per concern: [`args`] (flags), [`tls`]
+//! (certificates, hot reload, self-signed), [`reload`] (policy hot reload,
+//! polling), [`handlers`] (HTTP: read the body, admit, write the answer),
+//! [`metrics`], [`error`], `connection` (idle and
 //! request-head timeouts, closing quiet connections on shutdown). This
 //! module binds the listeners, runs the accept loops and shuts down
 //! gracefully. Log set-up and metric exposition are [`crate::telemetry`]'s.
@@ -17,8 +18,6 @@ pub mod error;
 pub mod handlers;
 pub mod metrics;
 pub mod reload;
-pub mod response;
-pub mod service;
 pub mod swap;
 pub mod tls;
 
