@@ -171,8 +171,11 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         Format::Json => serde_json::to_string_pretty(&report).expect("report serialises") + "\n",
         Format::Text => render_text(&report, tally),
         Format::Sarif => {
-            serde_json::to_string_pretty(&report::sarif::render(&report, tally, &policy)).expect("SARIF serialises")
-                + "\n"
+            // Relative paths in the report are relative to the working
+            // directory: that is `%SRCROOT%`.
+            let srcroot = std::env::current_dir().ok();
+            let log = report::sarif::render(&report, tally, &policy, srcroot.as_deref());
+            serde_json::to_string_pretty(&log).expect("SARIF serialises") + "\n"
         }
         Format::Github => report::github::render(&report, tally),
     };
