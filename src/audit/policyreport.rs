@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::source::percent_encode;
-use crate::checks::CheckId;
-use crate::config::{Action, Policy};
+use crate::checks::{Action, CheckId};
+use crate::config::Policy;
 use crate::report::{ObjectResult, Report, ViolationResult};
 
 /// The label that marks a report as podgate's own.

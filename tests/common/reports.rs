@@ -70,7 +70,7 @@ pub fn auditor(client: kube::Client, ns: &str, choice: ReportApiChoice) -> Audit
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
         policy_reports: true,
         report_api: choice,
-        log_format: podgate::server::LogFormat::Text,
+        log_format: podgate::telemetry::LogFormat::Text,
     };
     Auditor::new(client, podgate::config::Policy::default(), args)
 }
