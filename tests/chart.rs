@@ -1719,18 +1719,6 @@ fn dashboard_file() -> String {
     std::fs::read_to_string(chart_dir().join("files/dashboards/podgate.json")).unwrap()
 }
 
-/// Every query of the dashboard: (panel title, expr), rows excluded.
-fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
-    let mut queries = Vec::new();
-    for panel in dashboard["panels"].as_array().expect("panels") {
-        let title = panel["title"].as_str().unwrap_or("").to_owned();
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            queries.push((title.clone(), target["expr"].as_str().unwrap_or("").to_owned()));
-        }
-    }
-    queries
-}
-
 /// The dashboard's shape, checked statically (tests/dashboard.rs runs every
 /// query against a real Prometheus): the datasource is a variable, every
 /// panel and query uses it, podgate's series are selected by the job
