@@ -15,6 +15,10 @@
 //! it returns at least one finite sample (rates need two scrapes): with a
 //! deadline, never a sleep.
 //!
+//! The same Prometheus evaluates the chart's alerts (the PrometheusRule
+//! rendered for the same release): every rule must evaluate, the ones the
+//! traffic calls for must fire or be pending, the failure alerts must not.
+//!
 //! Prometheus and the auditor are killed when the test ends, panics
 //! included, and handed to the cluster's watchdog for the cases where the
 //! process dies without unwinding.
@@ -31,16 +35,23 @@ use common::apiserver::*;
 use serde_json::{json, Value};
 
 const PODGATE: &str = env!("CARGO_BIN_EXE_podgate");
+/// The scope of the webhook's registration: the chart renders it as
+/// release `podgate-dash` (`fullnameOverride`) in namespace
+/// [`RELEASE_NAMESPACE`].
+const SCOPE: &str = "dash";
 /// The webhook's and the auditor's job names, as the chart's
-/// ServiceMonitor would name them for release `podgate`.
-const JOB: &str = "podgate";
-const AUDIT_JOB: &str = "podgate-audit";
+/// ServiceMonitor names them for that release (its Services' names); the
+/// targets also get the `namespace` label the ServiceMonitor would give,
+/// so that the chart's alerts select them.
+const JOB: &str = "podgate-dash";
+const AUDIT_JOB: &str = "podgate-dash-audit";
 /// What Grafana puts for its built-in variables; `$__rate_interval` is at
 /// least four scrape intervals.
 const RATE_INTERVAL: &str = "10s";
 const INTERVAL: &str = "1s";
 const RANGE: &str = "5m";
-/// How long the queries may take to all return data once Prometheus is up.
+/// How long the queries may take to all return data once Prometheus is up,
+/// and then the alerts to reach their states.
 const QUERY_PATIENCE: Duration = Duration::from_secs(90);
 
 /// A child process killed (and reaped) when dropped, also on a panic.
@@ -224,22 +235,23 @@ async fn every_panel_query_returns_data_from_a_real_prometheus() {
     // The webhook: a warn check, a check in audit mode, a named waiver
     // that expires in ten days.
     let legacy_ns = "dash-legacy";
-    cluster.create_namespace(legacy_ns, "dash").await;
-    let expires = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 10 * 86400).unwrap();
+    cluster.create_namespace(legacy_ns, SCOPE).await;
+    // Five days: inside PodgateExemptionExpiringSoon's seven.
+    let expires = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 5 * 86400).unwrap();
     let exemptions = json!([
         {"namespaces": ["kube-system"], "reason": "kube-system is managed by the cluster operator"},
         {"name": "legacy-billing", "namespaces": [legacy_ns], "expires": expires.to_string(),
          "ticket": "SEC-123", "reason": "rewrite under way"},
     ]);
-    let podgate = Podgate::register_with(
-        cluster,
-        "dash",
-        &["checks.readinessProbe.action=warn", "checks.runAsUser.mode=audit"],
-        &[&format!("exemptions={exemptions}")],
-        &[],
-    )
-    .await;
-    let ns = cluster.namespace("dash").await;
+    let values = ["checks.readinessProbe.action=warn", "checks.runAsUser.mode=audit"];
+    let exemptions = format!("exemptions={exemptions}");
+    let podgate = Podgate::register_with(cluster, SCOPE, &values, &[&exemptions], &[]).await;
+    let ns = cluster.namespace(SCOPE).await;
+    // The chart's alerts for the same release, evaluated by the same Prometheus.
+    let mut with_rules = values.to_vec();
+    with_rules.extend(["prometheusRule.enabled=true", "audit.enabled=true"]);
+    let documents = render_chart(cluster, SCOPE, &with_rules, &[&exemptions]);
+    let rule = documents.iter().find(|d| d["kind"] == "PrometheusRule").expect("the chart renders a PrometheusRule");
 
     // Reviews keep coming while Prometheus scrapes (dry runs: nothing is
     // stored, every request still reaches podgate). The first round checks
@@ -271,11 +283,14 @@ async fn every_panel_query_returns_data_from_a_real_prometheus() {
 
     // Prometheus, scraping both every second.
     let webhook_target = podgate.harness.server.metrics_addr().to_string();
+    std::fs::write(scratch.join("rules.json"), serde_json::to_vec(&rule["spec"]).unwrap()).unwrap();
+    let labels = format!("labels: {{namespace: {RELEASE_NAMESPACE}}}");
     let config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+         rule_files: [rules.json]\n\
          scrape_configs:\n\
-         \x20 - job_name: {JOB}\n    static_configs: [{{targets: [\"{webhook_target}\"]}}]\n\
-         \x20 - job_name: {AUDIT_JOB}\n    static_configs: [{{targets: [\"127.0.0.1:{audit_port}\"]}}]\n"
+         \x20 - job_name: {JOB}\n    static_configs: [{{targets: [\"{webhook_target}\"], {labels}}}]\n\
+         \x20 - job_name: {AUDIT_JOB}\n    static_configs: [{{targets: [\"127.0.0.1:{audit_port}\"], {labels}}}]\n"
     );
     std::fs::write(scratch.join("prometheus.yml"), config).unwrap();
     let port = free_port();
@@ -365,11 +380,58 @@ async fn every_panel_query_returns_data_from_a_real_prometheus() {
         assert_eq!(answer["data"], json!([expected]), "variable {}: {answer}", variable["name"]);
     }
 
+    // The chart's alerts on these series: every rule evaluates, and those
+    // the traffic and the audited workload call for fire or are pending,
+    // with the labels they carry; those about failures stay quiet.
+    let expected = [
+        ("PodgateWouldDenyInAudit", "firing", ("check", "runAsUser")),
+        ("PodgateExemptionExpiringSoon", "firing", ("rule", "legacy-billing")),
+        ("PodgateAuditWouldDeny", "pending", ("kind", "Deployment")),
+    ];
+    let quiet = [
+        "PodgateDown",
+        "PodgateWebhookErrors",
+        "PodgateTLSOrConfigReloadFailing",
+        "PodgateExemptionExpired",
+        "PodgateAuditStale",
+        "PodgateCertificateExpiringSoon",
+    ];
+    let mut alerts = Value::Null;
+    let mut seen = false;
+    let deadline = tokio::time::Instant::now() + QUERY_PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        let rules: Value = http.get(format!("{base}/api/v1/rules")).send().await.unwrap().json().await.unwrap();
+        let all: Vec<&Value> =
+            rules["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
+        assert_eq!(all.len(), 11, "every alert of the chart is loaded: {rules}");
+        for rule in &all {
+            assert_ne!(rule["health"], "err", "{} does not evaluate: {}", rule["name"], rule["lastError"]);
+        }
+        alerts = http.get(format!("{base}/api/v1/alerts")).send().await.unwrap().json::<Value>().await.unwrap()["data"]
+            ["alerts"]
+            .clone();
+        let list = alerts.as_array().unwrap();
+        for alert in list {
+            let name = alert["labels"]["alertname"].as_str().unwrap();
+            assert!(!quiet.contains(&name), "{name} is {}: {alert}", alert["state"]);
+        }
+        seen = all.iter().all(|r| r["health"] == "ok")
+            && expected.iter().all(|(name, state, (label, value))| {
+                list.iter()
+                    .any(|a| a["labels"]["alertname"] == *name && a["state"] == *state && a["labels"][label] == *value)
+            });
+        if seen {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(seen, "alerts expected: {expected:?}; active: {alerts:#}");
+
     stop.store(true, Ordering::Relaxed);
     traffic.await.unwrap();
     podgate.unregister(cluster).await;
     eprintln!(
-        "dashboard: {total} queries returned data; Prometheus ready after {ready:?}, all data after {:?}",
+        "dashboard: {total} queries returned data and the alerts evaluated; Prometheus ready after {ready:?}, done after {:?}",
         started.elapsed()
     );
 }
