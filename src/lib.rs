@@ -24,6 +24,7 @@ pub mod duration;
 pub mod exemption;
 pub mod export;
 pub mod extract;
+pub mod fix;
 pub mod report;
 pub mod server;
 pub mod source;
