@@ -64,6 +64,8 @@ pub struct Probes {
     pub startup: Option<Value>,
     /// How it was translated, for the report.
     pub summary: String,
+    /// How the start period was translated.
+    pub startup_summary: Option<String>,
 }
 
 /// Reads the final stage's `HEALTHCHECK` from a Dockerfile's text.
@@ -251,18 +253,19 @@ pub fn probes(check: &HealthCheck, target: &Target<'_>) -> Result<Probes, String
         ("timeoutSeconds".into(), int(timeout)),
         ("failureThreshold".into(), int(retries)),
     ]);
-    let mut summary = format!(
+    let summary = format!(
         "{what}; periodSeconds {interval} (--interval{}), timeoutSeconds {timeout} (--timeout{}), failureThreshold {retries} (--retries{})",
         default_note(&check.interval),
         default_note(&check.timeout),
         default_note(&check.retries),
     );
+    let mut startup_summary = None;
     let startup = start_period.map(|start| {
         let period = start_interval.unwrap_or(DEFAULT_START_INTERVAL).max(timeout);
         let allowed = start + retries * interval;
         let threshold = allowed.div_ceil(period).max(1);
-        summary.push_str(&format!(
-            "; startupProbe for --start-period={}: every {period}s, up to {threshold} failures ({allowed}s: the start period plus {retries} retries at the interval)",
+        startup_summary = Some(format!(
+            "--start-period={}: a startup probe every {period}s, up to {threshold} failures ({allowed}s: the start period plus {retries} retries at the interval)",
             check.start_period.as_deref().unwrap_or_default()
         ));
         Value::Map(vec![
@@ -272,7 +275,7 @@ pub fn probes(check: &HealthCheck, target: &Target<'_>) -> Result<Probes, String
             ("failureThreshold".into(), int(threshold)),
         ])
     });
-    Ok(Probes { probe, startup, summary })
+    Ok(Probes { probe, startup, summary, startup_summary })
 }
 
 fn default_note(option: &Option<String>) -> &'static str {
@@ -300,7 +303,11 @@ fn handler(command: &Command, target: &Target<'_>) -> Result<(&'static str, Valu
         if scheme == "https" {
             entries.push(("scheme".to_owned(), Value::Str("HTTPS".to_owned())));
         }
-        let what = format!("httpGet {} {path} on port {port} (the HEALTHCHECK's URL)", scheme.to_ascii_uppercase());
+        let declared = match named {
+            Some((Some(name), _)) => format!(", declared as {name:?}"),
+            _ => String::new(),
+        };
+        let what = format!("httpGet {} {path} on port {port}{declared} (the HEALTHCHECK's URL)", scheme.to_ascii_uppercase());
         return Ok(("httpGet", Value::Map(entries), what));
     }
     let command = match command {

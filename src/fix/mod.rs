@@ -313,7 +313,11 @@ impl Fixer<'_> {
                     let named: Vec<(Option<String>, i64)> = ports.iter().map(|(n, p, _)| (n.clone(), *p)).collect();
                     let target = healthcheck::Target { ports: &named, windows };
                     match healthcheck::probes(check, &target) {
-                        Ok(p) => (p.probe, p.startup, format!("HEALTHCHECK in {} line {}: {}", source.file, check.line, p.summary)),
+                        Ok(p) => {
+                            let from = format!("from the HEALTHCHECK in {} line {}", source.file, check.line);
+                            let startup = p.startup.zip(p.startup_summary).map(|(s, why)| (s, format!("{from}: {why}")));
+                            (p.probe, startup, format!("{from}: {}", p.summary))
+                        }
                         Err(e) => {
                             leave(format!("the HEALTHCHECK in {} line {} cannot be translated: {e}", source.file, check.line));
                             continue;
@@ -336,7 +340,7 @@ impl Fixer<'_> {
                     };
                     let port = name.clone().map_or(Value::Int(*number), Value::Str);
                     let probe = Value::Map(vec![("tcpSocket".into(), Value::Map(vec![("port".into(), port)]))]);
-                    (probe, None, format!("--tcp-probes: tcpSocket on the declared port {number}"))
+                    (probe, None, format!("--tcp-probes: tcpSocket on the one declared TCP port, {number}"))
                 }
             };
             if live && ready && forbid_identical {
@@ -350,7 +354,7 @@ impl Fixer<'_> {
             if ready {
                 edit(container_path.clone(), "readinessProbe", probe, why.clone());
             }
-            if let Some(startup) = startup.filter(|_| c.container.startup_probe.is_none()) {
+            if let Some((startup, why)) = startup.filter(|_| c.container.startup_probe.is_none()) {
                 edit(container_path, "startupProbe", startup, why);
             }
         }
@@ -421,17 +425,20 @@ impl Fixer<'_> {
         let mut applied: Vec<Vec<bool>> = plans.iter().map(|p| vec![false; p.4.edits.len()]).collect();
         if editable == Editable::Yes {
             let doc = yaml::Document::new(source);
-            let style = doc.style();
-            let mut groups: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
+            // By mapping, in the order planned: a container's securityContext before its probes.
+            let mut groups: Vec<(&str, Vec<(usize, usize)>)> = Vec::new();
             for (o, plan) in plans.iter().enumerate() {
                 for (e, planned) in plan.4.edits.iter().enumerate() {
-                    groups.entry(planned.mapping.as_str()).or_default().push((o, e));
+                    match groups.iter_mut().find(|(m, _)| *m == planned.mapping) {
+                        Some((_, members)) => members.push((o, e)),
+                        None => groups.push((planned.mapping.as_str(), vec![(o, e)])),
+                    }
                 }
             }
             for (mapping, members) in &groups {
                 let entries: Vec<(String, Value)> =
                     members.iter().map(|&(o, e)| plans[o].4.edits[e].clone()).map(|p| (p.key, p.value)).collect();
-                match insertion(&doc, style, mapping, &entries) {
+                match insertion(&doc, mapping, &entries) {
                     Ok(insertion) => {
                         insertions.push(insertion);
                         expect(&mut expected, mapping, &entries);
@@ -497,14 +504,12 @@ impl Fixer<'_> {
                 if applied[o][e] {
                     fixed.push(planned);
                 } else {
-                    let advice = match editable {
-                        Editable::Yes => String::new(),
-                        Editable::No(advice) => format!("{advice}: "),
-                    };
-                    suggestions.push((
-                        planned.field(),
-                        format!("{advice}set {}: {} ({})", planned.key, planned.value.brief(), planned.why),
-                    ));
+                    if let Editable::No(advice) = editable {
+                        suggestions.push((
+                            planned.field(),
+                            format!("{advice}: set {}: {} ({})", planned.key, planned.value.brief(), planned.why),
+                        ));
+                    }
                 }
             }
             let mut left = Vec::new();
@@ -553,14 +558,13 @@ type OwnedVerdict = Vec<(String, String)>;
 
 /// The insertion that adds `entries` to the mapping at `mapping`, creating
 /// the mapping's own key in its parent when it is missing.
-fn insertion(
-    doc: &yaml::Document<'_>,
-    style: yaml::Style,
-    mapping: &str,
-    entries: &[(String, Value)],
-) -> Result<Insertion, String> {
+fn insertion(doc: &yaml::Document<'_>, mapping: &str, entries: &[(String, Value)]) -> Result<Insertion, String> {
     let path = yaml::steps(mapping);
-    let keys = entries.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ");
+    let keys = entries.iter().map(|(k, v)| format!("{k}: {}", v.brief())).collect::<Vec<_>>().join(", ");
+    let style = match doc.find(&path) {
+        Ok(node) => doc.style_near(node),
+        Err(depth) => doc.find(&path[..depth]).map_or_else(|_| doc.style(), |node| doc.style_near(node)),
+    };
     let render = |indent: usize| -> Vec<String> {
         entries.iter().flat_map(|(k, v)| yaml::render(k, v, indent, style)).collect()
     };

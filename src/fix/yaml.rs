@@ -389,31 +389,57 @@ impl<'t> Document<'t> {
         Ok(node)
     }
 
-    /// The file's layout, from the first nested mapping and the first
-    /// sequence found (two spaces and an indented dash by default).
+    /// The layout around `node`: from the first nested mapping and the
+    /// first sequence inside it, else anywhere in the document, else two
+    /// spaces and an indented dash.
+    pub fn style_near(&self, node: Node) -> Style {
+        let (start, end) = match node {
+            Node::Map { start, .. } | Node::Seq { start, .. } => (start, self.end_of(node)),
+            Node::Empty { line, .. } | Node::Other { line, .. } => (line, line + 1),
+        };
+        let (step, dash) = self.layout(start, end);
+        let (doc_step, doc_dash) = self.layout(0, self.lines.len());
+        Style {
+            step: step.or(doc_step).unwrap_or(2),
+            dash_offset: dash.or(doc_dash).unwrap_or(2),
+        }
+    }
+
+    /// The document's layout (see [`Document::style_near`]).
     pub fn style(&self) -> Style {
+        let (step, dash_offset) = self.layout(0, self.lines.len());
+        Style { step: step.unwrap_or(2), dash_offset: dash_offset.unwrap_or(2) }
+    }
+
+    /// The indentation step and dash offset first seen between lines
+    /// `from` and `to`.
+    fn layout(&self, from: usize, to: usize) -> (Option<usize>, Option<usize>) {
         let mut step = None;
         let mut dash_offset = None;
-        let mut lines = self.content_lines(0).peekable();
+        let mut lines = self.content_lines(from).take_while(|(n, _)| *n < to).peekable();
         while let Some((_, line)) = lines.next() {
             let Some(&(_, next)) = lines.peek() else { break };
-            let indent = indent_of(line);
-            let Some(content) = content_at(line, indent) else { continue };
+            // The key may follow a dash: `- name:` then its block.
+            let trimmed = line.trim_start();
+            let (col, content) = match trimmed.strip_prefix("- ") {
+                Some(after) => (line.len() - after.trim_start().len(), after.trim_start()),
+                None => (indent_of(line), trimmed),
+            };
             let Some((_, rest)) = split_key(content) else { continue };
             if !rest.is_empty() {
                 continue;
             }
             let below = indent_of(next);
             if is_dash(next.trim_start()) {
-                dash_offset.get_or_insert(below.saturating_sub(indent));
-            } else if below > indent {
-                step.get_or_insert(below - indent);
+                dash_offset.get_or_insert(below.saturating_sub(col));
+            } else if below > col {
+                step.get_or_insert(below - col);
             }
             if step.is_some() && dash_offset.is_some() {
                 break;
             }
         }
-        Style { step: step.unwrap_or(2), dash_offset: dash_offset.unwrap_or(2) }
+        (step, dash_offset)
     }
 }
 
@@ -511,6 +537,10 @@ spec:
     fn reads_the_files_style() {
         assert_eq!(Document::new(DEPLOYMENT).style(), Style { step: 2, dash_offset: 0 });
         assert_eq!(Document::new("a:\n    b: 1\nc:\n    - x\n").style(), Style { step: 4, dash_offset: 4 });
+        let mixed = Document::new("a:\n  b:\n      c:\n          x: 1\n      d:\n          -   e\n  f: 1\n");
+        let b = mixed.find(&steps("a.b")).unwrap();
+        assert_eq!(mixed.style_near(b), Style { step: 4, dash_offset: 4 }, "the local layout first");
+        assert_eq!(mixed.style(), Style { step: 2, dash_offset: 4 });
     }
 
     #[test]
