@@ -98,7 +98,7 @@ fn fixes_every_workload_kind_with_init_containers_and_sidecars() {
     assert!(stdout.contains("initContainers[1].livenessProbe: {tcpSocket: {port: 9901}}"), "{stdout}");
     // Windows: runAsNonRoot, never allowPrivilegeEscalation.
     assert!(stdout.contains("./windows.yaml#0 Pod shop/iis"), "{stdout}");
-    assert!(!read(dir.path(), "windows.yaml").contains("allowPrivilegeEscalation"));
+    assert!(!read(dir.path(), "windows.yaml").contains("allowPrivilegeEscalation: false"));
 
     let check = podgate_in(dir.path(), &["check", "."]);
     assert_eq!(check.status.code(), Some(0), "{}", describe(&check));
@@ -155,7 +155,7 @@ fn leaves_values_someone_wrote_to_a_person() {
         "not edited: spec.containers[2].securityContext (line 22) is a flow-style collection ({...} or [...]), which fix does not rewrite; add allowPrivilegeEscalation: false there by hand",
         "pod-level runAsNonRoot not added: container \"root\" sets it false",
         "no probe to derive: give --healthcheck [CONTAINER=]Dockerfile, or --tcp-probes",
-        "podgate fix: nothing to change; 13 findings in 1 object left for a person\n",
+        "podgate fix: nothing to change; 12 findings in 1 object left for a person\n",
     ] {
         assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
     }
@@ -180,13 +180,13 @@ fn a_second_run_changes_nothing() {
 fn diff_writes_nothing_and_applies_as_a_patch() {
     let dir = workspace(&["multi.yaml", "hardened/deployment.yaml", "hardened/Dockerfile"]);
     let output =
-        podgate_in(dir.path(), &["fix", "--diff", "--tcp-probes", "--healthcheck", "hardened/Dockerfile", "."]);
+        podgate_in(dir.path(), &["fix", "--diff", "--tcp-probes", "--healthcheck", "orders=hardened/Dockerfile", "."]);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert_eq!(read(dir.path(), "multi.yaml"), std::fs::read_to_string(fixture("multi.yaml")).unwrap());
     let diff = text(&output.stdout);
     assert!(diff.starts_with("--- ./hardened/deployment.yaml\n+++ ./hardened/deployment.yaml\n@@ -31,3 +31,24 @@\n"), "{diff}");
     // The report goes to stderr, so the diff can be piped.
-    assert!(text(&output.stderr).contains("podgate fix: 9 fixes in 2 files (--diff: nothing written)"), "{}", describe(&output));
+    assert!(text(&output.stderr).contains("podgate fix: 12 fixes in 2 files (--diff: nothing written)"), "{}", describe(&output));
 
     // `git apply` (no repository needed) makes exactly the fixed files.
     std::fs::write(dir.path().join("fix.patch"), &diff).unwrap();
@@ -211,18 +211,29 @@ fn keeps_crlf_line_endings() {
 #[test]
 fn reports_json_charts_and_kustomizations_without_editing_them() {
     let dir = tempfile::tempdir().unwrap();
-    let json = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/manifests/list.json"))
-        .unwrap();
-    std::fs::write(dir.path().join("list.json"), &json).unwrap();
+    let json = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop"},
+ "spec": {"securityContext": {"runAsNonRoot": true}, "containers": [{"name": "app", "image": "app:1",
+  "livenessProbe": {"tcpSocket": {"port": 80}}, "readinessProbe": {"tcpSocket": {"port": 80}}}]}}
+"#;
+    std::fs::write(dir.path().join("pod.json"), json).unwrap();
     let chart = dir.path().join("charts/web");
     std::fs::create_dir_all(chart.join("templates")).unwrap();
     std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: web\nversion: 0.1.0\n").unwrap();
     let output = podgate_in(dir.path(), &["fix", "."]);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
-    assert_eq!(read(dir.path(), "list.json"), json);
+    assert_eq!(read(dir.path(), "pod.json"), json);
     let stdout = text(&output.stdout);
     assert!(stdout.contains("JSON manifests are not edited; in this file: set allowPrivilegeEscalation: false"), "{stdout}");
     assert!(stdout.contains("./charts/web: a Helm chart, not edited (use --helm"), "{stdout}");
+}
+
+#[test]
+fn refuses_an_unnamed_healthcheck_for_several_workloads() {
+    let dir = workspace(&["kinds.yaml", "hardened/Dockerfile"]);
+    let output = podgate_in(dir.path(), &["fix", "--healthcheck", "hardened/Dockerfile", "kinds.yaml"]);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(text(&output.stderr).contains("write CONTAINER=Dockerfile"), "{}", describe(&output));
+    assert_eq!(read(dir.path(), "kinds.yaml"), std::fs::read_to_string(fixture("kinds.yaml")).unwrap());
 }
 
 #[test]

@@ -58,9 +58,9 @@ pub struct FixArgs {
     #[arg(long)]
     pub diff: bool,
     /// A Dockerfile whose HEALTHCHECK becomes liveness and readiness probes
-    /// (and a startup probe for --start-period): `Dockerfile` for the only
-    /// or first container of each workload, `CONTAINER=Dockerfile` for the
-    /// containers of that name (repeatable).
+    /// (and a startup probe for --start-period): `CONTAINER=Dockerfile` for
+    /// the containers of that name (repeatable); `Dockerfile` alone for the
+    /// only or first container, when the paths hold one workload.
     #[arg(long = "healthcheck", value_name = "[CONTAINER=]DOCKERFILE")]
     pub healthchecks: Vec<String>,
     /// Where no HEALTHCHECK gives a probe, add `tcpSocket` liveness and
@@ -804,6 +804,17 @@ pub fn run(args: &FixArgs) -> ExitCode {
         set: Vec::new(),
     };
     let walk = source::walk(&args.paths);
+    // One image's HEALTHCHECK is one workload's: without a container name,
+    // it cannot say which of several workloads it belongs to.
+    if healthchecks.iter().any(|h| h.container.is_none()) {
+        let workloads = count_workloads(&walk.inputs);
+        if workloads > 1 {
+            eprintln!(
+                "podgate fix: --healthcheck without a container name is for one workload, and these paths hold {workloads}; write CONTAINER=Dockerfile"
+            );
+            return ExitCode::from(2);
+        }
+    }
     for (source, message) in walk.errors {
         run.error(format!("{source}: {message}"));
     }
@@ -853,6 +864,25 @@ pub fn run(args: &FixArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The workload objects in the plain manifest files among `inputs`.
+fn count_workloads(inputs: &[Input]) -> usize {
+    let mut count = 0;
+    for input in inputs {
+        let Input::File(file) = input else { continue };
+        let Ok(text) = std::fs::read_to_string(file) else { continue };
+        let name = file.display().to_string();
+        crate::decode::manifest::for_each_document(&text, Syntax::detect(&name, &text), |_, document| {
+            let Ok(document) = document else { return };
+            for found in document.into_objects() {
+                let api_version = found.object.api_version.as_deref().unwrap_or_default();
+                let kind = found.object.kind.as_deref().unwrap_or_default();
+                count += usize::from(WorkloadKind::from_api_version_kind(api_version, kind).is_some());
+            }
+        });
+    }
+    count
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
