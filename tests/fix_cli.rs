@@ -184,7 +184,7 @@ fn diff_writes_nothing_and_applies_as_a_patch() {
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert_eq!(read(dir.path(), "multi.yaml"), std::fs::read_to_string(fixture("multi.yaml")).unwrap());
     let diff = text(&output.stdout);
-    assert!(diff.starts_with("--- ./hardened/deployment.yaml\n+++ ./hardened/deployment.yaml\n@@ -31,3 +31,24 @@\n"), "{diff}");
+    assert!(diff.starts_with("--- hardened/deployment.yaml\n+++ hardened/deployment.yaml\n@@ -31,3 +31,24 @@\n"), "{diff}");
     // The report goes to stderr, so the diff can be piped.
     assert!(text(&output.stderr).contains("podgate fix: 12 fixes in 2 files (--diff: nothing written)"), "{}", describe(&output));
 

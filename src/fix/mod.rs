@@ -722,7 +722,9 @@ impl Run<'_> {
         diff::sort(&mut insertions);
         self.tally.files += 1;
         if self.diff {
-            self.diffs.push_str(&diff::unified(&name, &text, &insertions));
+            // As given, without a leading `./` (which `git apply` refuses).
+            let shown = name.strip_prefix("./").unwrap_or(&name);
+            self.diffs.push_str(&diff::unified(shown, &text, &insertions));
         } else if let Err(e) = write_atomically(file, &diff::apply(&text, &insertions)) {
             self.error(format!("{name}: cannot write: {e}"));
         }
