@@ -218,7 +218,7 @@ impl Fixer<'_> {
                     if sys_admin {
                         note(
                             at(&c.field("securityContext.allowPrivilegeEscalation")),
-                            "not added: the container adds CAP_SYS_ADMIN, and the API refuses allowPrivilegeEscalation=false with it".to_owned(),
+                            "not added: the container adds SYS_ADMIN, which can escalate anyway (the API refuses allowPrivilegeEscalation=false with CAP_SYS_ADMIN)".to_owned(),
                         );
                     } else {
                         edit(
