@@ -255,3 +255,66 @@ fn reports_a_healthcheck_it_cannot_translate() {
     assert_eq!(missing.status.code(), Some(2), "{}", describe(&missing));
     assert!(text(&missing.stderr).contains("nope/Dockerfile: cannot read"), "{}", describe(&missing));
 }
+
+/// `$PODGATE_TOOLS/bin` (where `.ci/install.d` puts helm and kubectl) first on PATH.
+fn path_with_tools() -> std::ffi::OsString {
+    let tools = match std::env::var_os("PODGATE_TOOLS") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/podgate-tools"),
+    };
+    let mut dirs = vec![tools.join("bin")];
+    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    std::env::join_paths(dirs).unwrap()
+}
+
+#[test]
+fn reports_what_to_change_in_charts_and_kustomizations() {
+    let path = path_with_tools();
+    let missing: Vec<&str> =
+        ["helm", "kubectl"].into_iter().filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file())).collect();
+    if !missing.is_empty() {
+        assert_ne!(std::env::var("PODGATE_REQUIRE_TOOLS").as_deref(), Ok("1"), "{missing:?} not found");
+        eprintln!("\n!!! reports_what_to_change_in_charts_and_kustomizations SKIPPED: {missing:?} not found\n");
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo");
+    let output = Command::new(env!("CARGO_BIN_EXE_podgate"))
+        .args(["fix", "--helm", "--kustomize", "--tcp-probes", "charts", "deploy"])
+        .current_dir(&repo)
+        .env("PATH", &path)
+        .env_remove("PODGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stdout = text(&output.stdout);
+    for expected in [
+        // The chart's line numbers are its template's.
+        "charts/web/templates/deployment.yaml Deployment default/release-web\n",
+        "  left   line 32: spec.template.spec.containers[0].readinessProbe: readinessProbe missing",
+        "a Helm chart is not edited: change its values or the template charts/web/templates/deployment.yaml: set readinessProbe: {tcpSocket: {port: http}}",
+        // A kustomize rendering maps back to no line.
+        "deploy/kustomize/overlays/prod/kustomization.yaml Deployment prod/api\n  left   spec.template.spec.containers[0].securityContext.privileged",
+        "deploy/kustomize/overlays/prod/patches/debug.yaml: a kustomize patch, not edited",
+        "podgate fix: nothing to change; 3 findings in 2 objects left for a person\n",
+    ] {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+}
+
+#[test]
+fn refuses_an_edit_that_does_not_read_back_as_intended() {
+    // The container ends in a block scalar that keeps its trailing blank
+    // line (`|+`): a key inserted after its last line would take that
+    // blank line from the scalar. The read-back catches it.
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: shop\nspec:\n  securityContext:\n    runAsNonRoot: true\n  containers:\n  - name: app\n    image: app:1\n    livenessProbe: {tcpSocket: {port: 80}}\n    readinessProbe: {tcpSocket: {port: 80}}\n    args:\n    - |+\n      keep\n\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pod.yaml"), manifest).unwrap();
+    let output = podgate_in(dir.path(), &["fix", "pod.yaml"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert_eq!(read(dir.path(), "pod.yaml"), manifest);
+    assert!(
+        text(&output.stdout).contains("not edited: the edited document did not read back as intended"),
+        "{}",
+        describe(&output)
+    );
+}

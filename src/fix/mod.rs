@@ -377,6 +377,17 @@ struct DocumentOutcome {
     insertions: Vec<Insertion>,
 }
 
+/// Where the line numbers of findings come from (as in `podgate check`).
+#[derive(Clone, Copy)]
+enum Lines<'f> {
+    /// The document's own text, whose lines are the file's.
+    Source,
+    /// The template a chart's document was rendered from.
+    Template(&'f dyn Fn(&str) -> usize),
+    /// Nothing to map back to (a kustomize rendering).
+    Unknown,
+}
+
 /// How a document may be changed.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Editable<'t> {
@@ -395,7 +406,7 @@ impl Fixer<'_> {
         source: &str,
         document: crate::decode::manifest::Document<'_>,
         editable: Editable<'_>,
-        line_of_template: Option<&dyn Fn(&str) -> usize>,
+        lines: Lines<'_>,
     ) -> DocumentOutcome {
         let json: Json = serde_yaml_ng::from_str(source)
             .or_else(|_| serde_json::from_str(source))
@@ -514,9 +525,10 @@ impl Fixer<'_> {
             }
             let mut left = Vec::new();
             for (field, message) in violations {
-                let line = match line_of_template {
-                    Some(template) => Some(template(&field)),
-                    None => locator.line_of(&field),
+                let line = match lines {
+                    Lines::Source => locator.line_of(&field),
+                    Lines::Template(template) => Some(template(&field)),
+                    Lines::Unknown => None,
                 };
                 let mut why: Vec<String> = Vec::new();
                 why.extend(plan.notes.iter().filter(|n| n.field == field).map(|n| n.message.clone()));
@@ -703,7 +715,7 @@ impl Run<'_> {
         let mut errors = Vec::new();
         for_each_document_with_source(&text, syntax, |index, source, document| match document {
             Ok(document) => {
-                let outcome = self.fixer.document(&name, source, document, editable, None);
+                let outcome = self.fixer.document(&name, source, document, editable, Lines::Source);
                 insertions.extend(outcome.insertions);
                 outcomes.push((format!("{name}#{index}"), outcome.objects));
             }
@@ -745,8 +757,11 @@ impl Run<'_> {
             let mut outcomes = Vec::new();
             for_each_document_with_source(&document.text, Syntax::Yaml, |_, source, parsed| {
                 let Ok(parsed) = parsed else { return };
-                let line_of = line_of.as_ref().map(|f| f as &dyn Fn(&str) -> usize);
-                let outcome = self.fixer.document(&name, source, parsed, Editable::No(&advice), line_of);
+                let lines = match &line_of {
+                    Some(f) => Lines::Template(f),
+                    None => Lines::Unknown,
+                };
+                let outcome = self.fixer.document(&name, source, parsed, Editable::No(&advice), lines);
                 outcomes.push(outcome.objects);
             });
             for objects in outcomes {
