@@ -54,7 +54,8 @@ fn assert_only_inserted(original: &str, edited: &str) {
 /// The file as fixed, compared with `expected/NAME`.
 fn assert_expected(dir: &Path, file: &str) {
     let expected_path = fixture(&format!("expected/{}", Path::new(file).file_name().unwrap().to_str().unwrap()));
-    let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
+    let expected =
+        std::fs::read_to_string(&expected_path).unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
     let edited = read(dir, file);
     assert_eq!(edited, expected, "{file} as fixed differs from {}", expected_path.display());
     assert_only_inserted(&std::fs::read_to_string(fixture(file)).unwrap(), &edited);
@@ -117,7 +118,9 @@ fn keeps_comments_documents_and_styles_and_reports_what_is_left() {
         "{stdout}"
     );
     assert!(stdout.contains("--tcp-probes needs exactly one declared TCP port; the container declares 0"), "{stdout}");
-    assert!(stdout.contains("  left   line 65: spec.template.spec.containers[0].securityContext.runAsUser: runAsUser=999"));
+    assert!(
+        stdout.contains("  left   line 65: spec.template.spec.containers[0].securityContext.runAsUser: runAsUser=999")
+    );
     assert!(stdout.ends_with("3 findings in 2 objects left for a person\n"), "{stdout}");
 
     // What check still denies is exactly what fix left.
@@ -184,9 +187,16 @@ fn diff_writes_nothing_and_applies_as_a_patch() {
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert_eq!(read(dir.path(), "multi.yaml"), std::fs::read_to_string(fixture("multi.yaml")).unwrap());
     let diff = text(&output.stdout);
-    assert!(diff.starts_with("--- hardened/deployment.yaml\n+++ hardened/deployment.yaml\n@@ -31,3 +31,24 @@\n"), "{diff}");
+    assert!(
+        diff.starts_with("--- hardened/deployment.yaml\n+++ hardened/deployment.yaml\n@@ -31,3 +31,24 @@\n"),
+        "{diff}"
+    );
     // The report goes to stderr, so the diff can be piped.
-    assert!(text(&output.stderr).contains("podgate fix: 12 fixes in 2 files (--diff: nothing written)"), "{}", describe(&output));
+    assert!(
+        text(&output.stderr).contains("podgate fix: 12 fixes in 2 files (--diff: nothing written)"),
+        "{}",
+        describe(&output)
+    );
 
     // `git apply` (no repository needed) makes exactly the fixed files.
     std::fs::write(dir.path().join("fix.patch"), &diff).unwrap();
@@ -223,7 +233,10 @@ fn reports_json_charts_and_kustomizations_without_editing_them() {
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert_eq!(read(dir.path(), "pod.json"), json);
     let stdout = text(&output.stdout);
-    assert!(stdout.contains("JSON manifests are not edited; in this file: set allowPrivilegeEscalation: false"), "{stdout}");
+    assert!(
+        stdout.contains("JSON manifests are not edited; in this file: set allowPrivilegeEscalation: false"),
+        "{stdout}"
+    );
     assert!(stdout.contains("./charts/web: a Helm chart, not edited (use --helm"), "{stdout}");
 }
 
@@ -244,7 +257,10 @@ fn reports_a_healthcheck_it_cannot_translate() {
         &["fix", "--healthcheck", "orders=hardened/untranslatable.Dockerfile", "hardened/deployment.yaml"],
     );
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
-    assert_eq!(read(dir.path(), "hardened/deployment.yaml"), std::fs::read_to_string(fixture("hardened/deployment.yaml")).unwrap());
+    assert_eq!(
+        read(dir.path(), "hardened/deployment.yaml"),
+        std::fs::read_to_string(fixture("hardened/deployment.yaml")).unwrap()
+    );
     let stdout = text(&output.stdout);
     assert!(
         stdout.contains("the HEALTHCHECK in hardened/untranslatable.Dockerfile line 2 cannot be translated: --interval=1500ms is not a whole number of seconds"),
@@ -270,8 +286,10 @@ fn path_with_tools() -> std::ffi::OsString {
 #[test]
 fn reports_what_to_change_in_charts_and_kustomizations() {
     let path = path_with_tools();
-    let missing: Vec<&str> =
-        ["helm", "kubectl"].into_iter().filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file())).collect();
+    let missing: Vec<&str> = ["helm", "kubectl"]
+        .into_iter()
+        .filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
+        .collect();
     if !missing.is_empty() {
         assert_ne!(std::env::var("PODGATE_REQUIRE_TOOLS").as_deref(), Ok("1"), "{missing:?} not found");
         eprintln!("\n!!! reports_what_to_change_in_charts_and_kustomizations SKIPPED: {missing:?} not found\n");

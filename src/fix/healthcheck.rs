@@ -307,7 +307,8 @@ fn handler(command: &Command, target: &Target<'_>) -> Result<(&'static str, Valu
             Some((Some(name), _)) => format!(", declared as {name:?}"),
             _ => String::new(),
         };
-        let what = format!("httpGet {} {path} on port {port}{declared} (the HEALTHCHECK's URL)", scheme.to_ascii_uppercase());
+        let what =
+            format!("httpGet {} {path} on port {port}{declared} (the HEALTHCHECK's URL)", scheme.to_ascii_uppercase());
         return Ok(("httpGet", Value::Map(entries), what));
     }
     let command = match command {
@@ -437,7 +438,9 @@ fn wget_url(args: &[String]) -> Option<String> {
             "-O" | "--output-document" | "-T" | "-t" => {
                 args.next()?;
             }
-            long if long.starts_with("--timeout=") || long.starts_with("--tries=") || long.starts_with("--output-document=") => {}
+            long if long.starts_with("--timeout=")
+                || long.starts_with("--tries=")
+                || long.starts_with("--output-document=") => {}
             short if short.starts_with('-') && !short.starts_with("--") => {
                 // `-q`, `-qO-`, `-O/dev/null`, `-qO /dev/null`: quiet and output only.
                 let flags = &short[1..];

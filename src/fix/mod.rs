@@ -105,7 +105,9 @@ fn load_healthchecks(args: &[String]) -> Result<Vec<HealthSource>, String> {
         if out.iter().any(|s| s.container == container) {
             return Err(match container {
                 Some(name) => format!("--healthcheck: two Dockerfiles for container {name:?}"),
-                None => "--healthcheck: two Dockerfiles without a container name; write CONTAINER=Dockerfile".to_owned(),
+                None => {
+                    "--healthcheck: two Dockerfiles without a container name; write CONTAINER=Dockerfile".to_owned()
+                }
             });
         }
         let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: cannot read: {e}"))?;
@@ -289,24 +291,22 @@ impl Fixer<'_> {
                     note(at(&c.field(probe)), message.clone());
                 }
             };
-            let ports: Vec<(Option<String>, i64, String)> = json_at(
-                document,
-                &yaml::steps(&format!("{container_path}.ports")),
-            )
-            .and_then(Json::as_array)
-            .map(|ports| {
-                ports
-                    .iter()
-                    .filter_map(|p| {
-                        Some((
-                            p.get("name").and_then(Json::as_str).map(str::to_owned),
-                            p.get("containerPort")?.as_i64()?,
-                            p.get("protocol").and_then(Json::as_str).unwrap_or("TCP").to_owned(),
-                        ))
+            let ports: Vec<(Option<String>, i64, String)> =
+                json_at(document, &yaml::steps(&format!("{container_path}.ports")))
+                    .and_then(Json::as_array)
+                    .map(|ports| {
+                        ports
+                            .iter()
+                            .filter_map(|p| {
+                                Some((
+                                    p.get("name").and_then(Json::as_str).map(str::to_owned),
+                                    p.get("containerPort")?.as_i64()?,
+                                    p.get("protocol").and_then(Json::as_str).unwrap_or("TCP").to_owned(),
+                                ))
+                            })
+                            .collect()
                     })
-                    .collect()
-            })
-            .unwrap_or_default();
+                    .unwrap_or_default();
             let source = self.healthcheck_for(&c.container.name, c.list, c.index);
             let (probe, startup, why) = match source.map(|s| (s, &s.check)) {
                 Some((source, Some(check))) => {
@@ -315,11 +315,15 @@ impl Fixer<'_> {
                     match healthcheck::probes(check, &target) {
                         Ok(p) => {
                             let from = format!("from the HEALTHCHECK in {} line {}", source.file, check.line);
-                            let startup = p.startup.zip(p.startup_summary).map(|(s, why)| (s, format!("{from}: {why}")));
+                            let startup =
+                                p.startup.zip(p.startup_summary).map(|(s, why)| (s, format!("{from}: {why}")));
                             (p.probe, startup, format!("{from}: {}", p.summary))
                         }
                         Err(e) => {
-                            leave(format!("the HEALTHCHECK in {} line {} cannot be translated: {e}", source.file, check.line));
+                            leave(format!(
+                                "the HEALTHCHECK in {} line {} cannot be translated: {e}",
+                                source.file, check.line
+                            ));
                             continue;
                         }
                     }
@@ -327,7 +331,9 @@ impl Fixer<'_> {
                 other => {
                     let without = other.map(|(s, _)| format!("{} has no HEALTHCHECK in its final stage", s.file));
                     if !self.tcp_probes {
-                        leave(without.unwrap_or_else(|| "no probe to derive: give --healthcheck [CONTAINER=]Dockerfile, or --tcp-probes".to_owned()));
+                        leave(without.unwrap_or_else(|| {
+                            "no probe to derive: give --healthcheck [CONTAINER=]Dockerfile, or --tcp-probes".to_owned()
+                        }));
                         continue;
                     }
                     let tcp: Vec<_> = ports.iter().filter(|(_, _, protocol)| protocol == "TCP").collect();
@@ -408,9 +414,8 @@ impl Fixer<'_> {
         editable: Editable<'_>,
         lines: Lines<'_>,
     ) -> DocumentOutcome {
-        let json: Json = serde_yaml_ng::from_str(source)
-            .or_else(|_| serde_json::from_str(source))
-            .unwrap_or(Json::Null);
+        let json: Json =
+            serde_yaml_ng::from_str(source).or_else(|_| serde_json::from_str(source)).unwrap_or(Json::Null);
         let mut plans = Vec::new();
         for found in document.into_objects() {
             let FoundObject { object, path, user_info, namespace } = found;
@@ -584,7 +589,9 @@ fn insertion(doc: &yaml::Document<'_>, mapping: &str, entries: &[(String, Value)
         format!("not edited: {at} (line {}) is {what}; add {keys} there by hand", line + 1)
     };
     match doc.find(&path) {
-        Ok(node @ Node::Map { indent, .. }) => Ok(Insertion { after: doc.last_line(node), indent, lines: render(indent) }),
+        Ok(node @ Node::Map { indent, .. }) => {
+            Ok(Insertion { after: doc.last_line(node), indent, lines: render(indent) })
+        }
         Ok(Node::Empty { line, indent }) => {
             let inner = indent + style.step;
             Ok(Insertion { after: line, indent: inner, lines: render(inner) })
@@ -598,9 +605,11 @@ fn insertion(doc: &yaml::Document<'_>, mapping: &str, entries: &[(String, Value)
             let value = Value::Map(entries.to_vec());
             let parent = mapping.rsplit_once('.').map_or("", |(p, _)| p);
             match doc.find(&path[..depth]) {
-                Ok(node @ Node::Map { indent, .. }) => {
-                    Ok(Insertion { after: doc.last_line(node), indent, lines: yaml::render(key, &value, indent, style) })
-                }
+                Ok(node @ Node::Map { indent, .. }) => Ok(Insertion {
+                    after: doc.last_line(node),
+                    indent,
+                    lines: yaml::render(key, &value, indent, style),
+                }),
                 Ok(Node::Empty { line, indent }) => {
                     let inner = indent + style.step;
                     Ok(Insertion { after: line, indent: inner, lines: yaml::render(key, &value, inner, style) })
@@ -839,28 +848,46 @@ pub fn run(args: &FixArgs) -> ExitCode {
         let shown = input.path().display().to_string();
         match input {
             Input::File(file) => run.file(file),
-            Input::Patch(_) => run.note(format!("{shown}: a kustomize patch, not edited (fix renders its kustomization with --kustomize)")),
+            Input::Patch(_) => run.note(format!(
+                "{shown}: a kustomize patch, not edited (fix renders its kustomization with --kustomize)"
+            )),
             Input::Chart(dir) if args.helm => match source::render_chart(dir, &helm) {
-                Ok(documents) => run.rendered(&documents, "a Helm chart is not edited: change its values or the template"),
+                Ok(documents) => {
+                    run.rendered(&documents, "a Helm chart is not edited: change its values or the template")
+                }
                 Err(message) => run.error(format!("{shown}: {message}")),
             },
-            Input::Chart(_) => run.note(format!("{shown}: a Helm chart, not edited (use --helm to see what to change in its values or templates)")),
+            Input::Chart(_) => run.note(format!(
+                "{shown}: a Helm chart, not edited (use --helm to see what to change in its values or templates)"
+            )),
             Input::Kustomization(dir) if args.kustomize => match source::render_kustomization(dir) {
                 Ok(documents) => run.rendered(&documents, "a kustomization is not edited: add a patch for it in"),
                 Err(message) => run.error(format!("{shown}: {message}")),
             },
-            Input::Kustomization(_) => run.note(format!("{shown}: a kustomization, not edited (use --kustomize to see what to patch)")),
+            Input::Kustomization(_) => {
+                run.note(format!("{shown}: a kustomization, not edited (use --kustomize to see what to patch)"))
+            }
         }
     }
     let Run { report, diffs, tally, .. } = run;
     let written = match (tally.files, args.diff) {
         (0, _) => "nothing to change".to_owned(),
-        (files, true) => format!("{} in {files} {} (--diff: nothing written)", plural(tally.fixes, "fix", "fixes"), plural_word(files, "file")),
-        (files, false) => format!("{} written to {files} {}", plural(tally.fixes, "fix", "fixes"), plural_word(files, "file")),
+        (files, true) => format!(
+            "{} in {files} {} (--diff: nothing written)",
+            plural(tally.fixes, "fix", "fixes"),
+            plural_word(files, "file")
+        ),
+        (files, false) => {
+            format!("{} written to {files} {}", plural(tally.fixes, "fix", "fixes"), plural_word(files, "file"))
+        }
     };
     let left = match tally.left {
         0 => "nothing left for a person".to_owned(),
-        n => format!("{} in {} left for a person", plural(n, "finding", "findings"), plural(tally.objects_left, "object", "objects")),
+        n => format!(
+            "{} in {} left for a person",
+            plural(n, "finding", "findings"),
+            plural(tally.objects_left, "object", "objects")
+        ),
     };
     let mut summary = format!("{report}podgate fix: {written}; {left}");
     if tally.errors > 0 {

@@ -399,10 +399,7 @@ impl<'t> Document<'t> {
         };
         let (step, dash) = self.layout(start, end);
         let (doc_step, doc_dash) = self.layout(0, self.lines.len());
-        Style {
-            step: step.or(doc_step).unwrap_or(2),
-            dash_offset: dash.or(doc_dash).unwrap_or(2),
-        }
+        Style { step: step.or(doc_step).unwrap_or(2), dash_offset: dash.or(doc_dash).unwrap_or(2) }
     }
 
     /// The document's layout (see [`Document::style_near`]).
@@ -553,7 +550,14 @@ spec:
         let style = Style { step: 2, dash_offset: 0 };
         assert_eq!(
             render("exec", &value, 4, style),
-            ["    exec:", "      command:", "      - /bin/sh", "      - \"-c\"", "      port: 8000", "      path: /health"]
+            [
+                "    exec:",
+                "      command:",
+                "      - /bin/sh",
+                "      - \"-c\"",
+                "      port: 8000",
+                "      path: /health"
+            ]
         );
         assert_eq!(scalar("true"), "\"true\"");
         assert_eq!(scalar("8080"), "\"8080\"");
