@@ -369,6 +369,29 @@ impl Fixer<'_> {
     }
 }
 
+/// A workload object of a document and what the planner decided for it.
+struct ObjectPlan<'a> {
+    kind: WorkloadKind,
+    object: Object<'a>,
+    plan: Plan,
+}
+
+/// Whether a note about `note` (a field fix would have set) explains the
+/// finding about `finding`: the same field, or pod-level `runAsNonRoot`
+/// for each container's finding about it.
+fn explains(note: &str, finding: &str) -> bool {
+    const RUN_AS_NON_ROOT: &str = ".securityContext.runAsNonRoot";
+    note == finding
+        || note.strip_suffix(RUN_AS_NON_ROOT).is_some_and(|pod| {
+            finding.ends_with(RUN_AS_NON_ROOT)
+                && finding.strip_prefix(pod).is_some_and(|rest| {
+                    ["containers[", "initContainers[", "ephemeralContainers["]
+                        .iter()
+                        .any(|list| rest.strip_prefix('.').is_some_and(|r| r.starts_with(list)))
+                })
+        })
+}
+
 /// The outcome of one object.
 struct ObjectReport {
     header: String,
@@ -418,7 +441,7 @@ impl Fixer<'_> {
             serde_yaml_ng::from_str(source).or_else(|_| serde_json::from_str(source)).unwrap_or(Json::Null);
         let mut plans = Vec::new();
         for found in document.into_objects() {
-            let FoundObject { object, path, user_info, namespace } = found;
+            let FoundObject { object, path, user_info, .. } = found;
             let kind = WorkloadKind::from_api_version_kind(
                 object.api_version.as_deref().unwrap_or_default(),
                 object.kind.as_deref().unwrap_or_default(),
@@ -430,21 +453,20 @@ impl Fixer<'_> {
             } else {
                 self.plan(kind, &object, &path, &json)
             };
-            let namespace = namespace.map(|n| n.to_string());
-            plans.push((kind, object, path, namespace, plan));
+            plans.push(ObjectPlan { kind, object, plan });
         }
 
         // The edits, grouped by the mapping they go into.
         let mut insertions = Vec::new();
         let mut expected = json.clone();
         let mut failed: Vec<(String, String)> = Vec::new();
-        let mut applied: Vec<Vec<bool>> = plans.iter().map(|p| vec![false; p.4.edits.len()]).collect();
+        let mut applied: Vec<Vec<bool>> = plans.iter().map(|p| vec![false; p.plan.edits.len()]).collect();
         if editable == Editable::Yes {
             let doc = yaml::Document::new(source);
             // By mapping, in the order planned: a container's securityContext before its probes.
             let mut groups: Vec<(&str, Vec<(usize, usize)>)> = Vec::new();
             for (o, plan) in plans.iter().enumerate() {
-                for (e, planned) in plan.4.edits.iter().enumerate() {
+                for (e, planned) in plan.plan.edits.iter().enumerate() {
                     match groups.iter_mut().find(|(m, _)| *m == planned.mapping) {
                         Some((_, members)) => members.push((o, e)),
                         None => groups.push((planned.mapping.as_str(), vec![(o, e)])),
@@ -453,7 +475,7 @@ impl Fixer<'_> {
             }
             for (mapping, members) in &groups {
                 let entries: Vec<(String, Value)> =
-                    members.iter().map(|&(o, e)| plans[o].4.edits[e].clone()).map(|p| (p.key, p.value)).collect();
+                    members.iter().map(|&(o, e)| plans[o].plan.edits[e].clone()).map(|p| (p.key, p.value)).collect();
                 match insertion(&doc, mapping, &entries) {
                     Ok(insertion) => {
                         insertions.push(insertion);
@@ -464,7 +486,7 @@ impl Fixer<'_> {
                     }
                     Err(why) => {
                         for &(o, e) in members {
-                            failed.push((plans[o].4.edits[e].field(), why.clone()));
+                            failed.push((plans[o].plan.edits[e].field(), why.clone()));
                         }
                     }
                 }
@@ -478,7 +500,7 @@ impl Fixer<'_> {
         let read_back: Option<Json> = serde_yaml_ng::from_str(&edited).ok();
         if !insertions.is_empty() && read_back.as_ref() != Some(&expected) {
             for (o, plan) in plans.iter().enumerate() {
-                for (e, planned) in plan.4.edits.iter().enumerate() {
+                for (e, planned) in plan.plan.edits.iter().enumerate() {
                     if applied[o][e] {
                         failed.push((
                             planned.field(),
@@ -505,7 +527,7 @@ impl Fixer<'_> {
             }
         });
         let mut reparsed = reparsed.into_iter().flatten();
-        for (o, (kind, object, _, _, plan)) in plans.into_iter().enumerate() {
+        for (o, ObjectPlan { kind, object, plan }) in plans.into_iter().enumerate() {
             let Some((_, violations)) = reparsed.next() else { continue };
             let metadata = object.metadata.as_ref();
             let name_of = metadata.and_then(|m| m.name.as_deref().or(m.generate_name.as_deref())).unwrap_or("-");
@@ -536,9 +558,9 @@ impl Fixer<'_> {
                     Lines::Unknown => None,
                 };
                 let mut why: Vec<String> = Vec::new();
-                why.extend(plan.notes.iter().filter(|n| n.field == field).map(|n| n.message.clone()));
-                why.extend(failed.iter().filter(|(f, _)| *f == field).map(|(_, m)| m.clone()));
-                why.extend(suggestions.iter().filter(|(f, _)| *f == field).map(|(_, m)| m.clone()));
+                why.extend(plan.notes.iter().filter(|n| explains(&n.field, &field)).map(|n| n.message.clone()));
+                why.extend(failed.iter().filter(|(f, _)| explains(f, &field)).map(|(_, m)| m.clone()));
+                why.extend(suggestions.iter().filter(|(f, _)| explains(f, &field)).map(|(_, m)| m.clone()));
                 left.push((field, line, message, why));
             }
             objects.push(ObjectReport { header, fixed, left });
@@ -938,5 +960,40 @@ fn plural_word(n: usize, word: &str) -> String {
         word.to_owned()
     } else {
         format!("{word}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_level_notes_explain_each_containers_finding() {
+        let pod = "spec.template.spec.securityContext.runAsNonRoot";
+        assert!(explains(pod, "spec.template.spec.containers[1].securityContext.runAsNonRoot"));
+        assert!(explains(pod, "spec.template.spec.initContainers[0].securityContext.runAsNonRoot"));
+        assert!(!explains(pod, "spec.template.spec.containers[1].securityContext.runAsUser"));
+        assert!(!explains(pod, "items[1].spec.template.spec.containers[0].securityContext.runAsNonRoot"));
+        let field = "spec.containers[0].livenessProbe";
+        assert!(explains(field, field));
+        assert!(!explains(field, "spec.containers[0].readinessProbe"));
+    }
+
+    #[test]
+    fn expects_the_planned_values_in_new_or_empty_mappings() {
+        let mut json = serde_json::json!({"spec": {"containers": [{"name": "a", "securityContext": null}]}});
+        expect(
+            &mut json,
+            "spec.containers[0].securityContext",
+            &[("allowPrivilegeEscalation".into(), Value::Bool(false))],
+        );
+        expect(&mut json, "spec.securityContext", &[("runAsNonRoot".into(), Value::Bool(true))]);
+        assert_eq!(
+            json,
+            serde_json::json!({"spec": {
+                "securityContext": {"runAsNonRoot": true},
+                "containers": [{"name": "a", "securityContext": {"allowPrivilegeEscalation": false}}]
+            }})
+        );
     }
 }
