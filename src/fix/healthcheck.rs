@@ -577,7 +577,7 @@ mod tests {
         assert_eq!(value.brief(), "{path: \"/healthz?full=1\", port: 8443, scheme: HTTPS}");
         assert_eq!(http("CMD [\"curl\", \"--fail\", \"http://127.0.0.1:8080\"]").1.brief(), "{path: /, port: http}");
         assert_eq!(http("CMD wget -q --spider http://localhost:8080/ready").1.brief(), "{path: /ready, port: http}");
-        assert_eq!(http("CMD wget -qO- http://[::1]:9000/ || exit 1").1.brief(), "{path: /, port: 9000}");
+        assert_eq!(http("CMD wget -qO- 'http://[::1]:9000/' || exit 1").1.brief(), "{path: /, port: 9000}");
         // Not the same meaning: exec of the command as written.
         for cmd in [
             "CMD curl http://localhost/health",
