@@ -331,8 +331,25 @@ fn refuses_an_edit_that_does_not_read_back_as_intended() {
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert_eq!(read(dir.path(), "pod.yaml"), manifest);
     assert!(
-        text(&output.stdout).contains("not edited: the edited document did not read back as intended"),
+        text(&output.stdout).contains("not edited: the document did not read back as intended with it"),
         "{}",
         describe(&output)
     );
+}
+
+#[test]
+fn keeps_the_edits_that_read_back_and_refuses_the_rest() {
+    // Container a's securityContext is anchored and container b's is its
+    // alias: a key added to a's would change b's too. The pod-level
+    // runAsNonRoot is still written, under a key with no value.
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  namespace: shop\nspec:\n  securityContext:\n  containers:\n  - name: a\n    image: a\n    securityContext: &sc\n      runAsUser: 1000\n  - name: b\n    image: b\n    securityContext: *sc";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pod.yaml"), manifest).unwrap();
+    let output = podgate_in(dir.path(), &["fix", "pod.yaml"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let fixed = manifest.replacen("  securityContext:\n", "  securityContext:\n    runAsNonRoot: true\n", 1);
+    assert_eq!(read(dir.path(), "pod.yaml"), fixed);
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("  left   line 11: spec.containers[0].securityContext.allowPrivilegeEscalation: allowPrivilegeEscalation != false (container \"a\" must set securityContext.allowPrivilegeEscalation=false)\n         not edited: the document did not read back as intended with it"), "{stdout}");
+    assert!(stdout.contains("spec.containers[1].securityContext (line 15) is an alias (*name), which fix does not follow; add allowPrivilegeEscalation: false there by hand"), "{stdout}");
 }

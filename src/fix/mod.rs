@@ -17,8 +17,8 @@
 //!   `--tcp-probes` a `tcpSocket` probe on the container's one declared port.
 //!
 //! It never changes a value someone wrote. Edits are insertions of whole
-//! lines ([`yaml`]), and every edited document is read back and compared
-//! with the intended result before anything is written. What remains is
+//! lines ([`yaml`]); each is kept only if the edited document reads back as
+//! the original plus exactly the planned values. What remains is
 //! found by running the checks on the edited objects: those findings are
 //! left for a person, with the field, the line and why fix left them.
 //!
@@ -473,13 +473,30 @@ impl Fixer<'_> {
                     }
                 }
             }
+            // Each group is kept only if the document, edited with it and
+            // the groups kept before it, reads back as the original plus
+            // exactly the planned values; so one edit the scanner cannot
+            // make (into a mapping an alias shares, say) costs only itself.
             for (mapping, members) in &groups {
                 let entries: Vec<(String, Value)> =
                     members.iter().map(|&(o, e)| plans[o].plan.edits[e].clone()).map(|p| (p.key, p.value)).collect();
-                match insertion(&doc, mapping, &entries) {
-                    Ok(insertion) => {
-                        insertions.push(insertion);
-                        expect(&mut expected, mapping, &entries);
+                let outcome = insertion(&doc, mapping, &entries).and_then(|insertion| {
+                    let mut trial = insertions.clone();
+                    trial.push(insertion);
+                    diff::sort(&mut trial);
+                    let mut intended = expected.clone();
+                    expect(&mut intended, mapping, &entries);
+                    let read_back: Option<Json> = serde_yaml_ng::from_str(&diff::apply(source, &trial)).ok();
+                    if read_back.as_ref() == Some(&intended) {
+                        Ok((trial, intended))
+                    } else {
+                        Err("not edited: the document did not read back as intended with it (fix edits only block-style YAML it understands)".to_owned())
+                    }
+                });
+                match outcome {
+                    Ok((trial, intended)) => {
+                        insertions = trial;
+                        expected = intended;
                         for &(o, e) in members {
                             applied[o][e] = true;
                         }
@@ -491,27 +508,8 @@ impl Fixer<'_> {
                     }
                 }
             }
-            diff::sort(&mut insertions);
         }
-
-        // Read the edited document back: it must be the original plus the
-        // planned values, and it is what the checks judge.
         let edited = diff::apply(source, &insertions);
-        let read_back: Option<Json> = serde_yaml_ng::from_str(&edited).ok();
-        if !insertions.is_empty() && read_back.as_ref() != Some(&expected) {
-            for (o, plan) in plans.iter().enumerate() {
-                for (e, planned) in plan.plan.edits.iter().enumerate() {
-                    if applied[o][e] {
-                        failed.push((
-                            planned.field(),
-                            "not edited: the edited document did not read back as intended (fix edits only block-style YAML it understands)".to_owned(),
-                        ));
-                    }
-                }
-            }
-            applied.iter_mut().flatten().for_each(|a| *a = false);
-            insertions.clear();
-        }
         let final_text = if insertions.is_empty() { source.to_owned() } else { edited };
         let mut locator = Locator::new(source, Syntax::detect(name, source));
         let mut objects = Vec::new();

@@ -12,10 +12,10 @@
 //! indentation, under its key (`containers:\n  - name`) or level with it
 //! (`containers:\n- name`). Anything it does not understand (a flow
 //! collection `{...}`, an alias, a `null` written out, a complex key) is
-//! reported by position and never edited. The caller re-parses every edited
-//! document and compares it with the intended result (see
-//! [`super::verify`]), so a misreading by this scanner can only ever refuse
-//! an edit, never write a wrong one.
+//! reported by position and never edited. The caller (`super`) re-parses
+//! every edited document and compares it with the intended result, so a
+//! misreading by this scanner can only ever refuse an edit, never write a
+//! wrong one.
 
 use std::fmt;
 
