@@ -267,6 +267,26 @@ fn reports_a_healthcheck_it_cannot_translate() {
         "{stdout}"
     );
 
+    // Docker's default timeout (30s) does not fit in a 10s interval.
+    std::fs::write(dir.path().join("short.Dockerfile"), "FROM a\nHEALTHCHECK --interval=10s CMD [\"/health\"]\n")
+        .unwrap();
+    let output =
+        podgate_in(dir.path(), &["fix", "--healthcheck", "orders=short.Dockerfile", "hardened/deployment.yaml"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        text(&output.stdout).contains("the HEALTHCHECK in short.Dockerfile line 2 cannot be translated: --timeout gives timeoutSeconds 30 > periodSeconds 10 (--interval); a probe's timeout must fit in its period"),
+        "{}",
+        describe(&output)
+    );
+    // A container name that matches nothing is a warning.
+    let output =
+        podgate_in(dir.path(), &["fix", "--healthcheck", "order=short.Dockerfile", "hardened/deployment.yaml"]);
+    assert!(
+        text(&output.stderr).contains("warning: --healthcheck order=short.Dockerfile: no container is named \"order\""),
+        "{}",
+        describe(&output)
+    );
+
     let missing = podgate_in(dir.path(), &["fix", "--healthcheck", "nope/Dockerfile", "hardened/deployment.yaml"]);
     assert_eq!(missing.status.code(), Some(2), "{}", describe(&missing));
     assert!(text(&missing.stderr).contains("nope/Dockerfile: cannot read"), "{}", describe(&missing));

@@ -66,6 +66,11 @@ pub struct Probes {
     pub summary: String,
     /// How the start period was translated.
     pub startup_summary: Option<String>,
+    /// The timings written, in seconds: period and timeout of the probe,
+    /// and the startup probe's period.
+    pub period: u64,
+    pub timeout: u64,
+    pub startup_period: Option<u64>,
 }
 
 /// Reads the final stage's `HEALTHCHECK` from a Dockerfile's text.
@@ -260,8 +265,8 @@ pub fn probes(check: &HealthCheck, target: &Target<'_>) -> Result<Probes, String
         default_note(&check.retries),
     );
     let mut startup_summary = None;
-    let startup = start_period.map(|start| {
-        let period = start_interval.unwrap_or(DEFAULT_START_INTERVAL).max(timeout);
+    let startup_period = start_period.map(|_| start_interval.unwrap_or(DEFAULT_START_INTERVAL).max(timeout));
+    let startup = start_period.zip(startup_period).map(|(start, period)| {
         let allowed = start + retries * interval;
         let threshold = allowed.div_ceil(period).max(1);
         startup_summary = Some(format!(
@@ -275,7 +280,7 @@ pub fn probes(check: &HealthCheck, target: &Target<'_>) -> Result<Probes, String
             ("failureThreshold".into(), int(threshold)),
         ])
     });
-    Ok(Probes { probe, startup, summary, startup_summary })
+    Ok(Probes { probe, startup, summary, startup_summary, period: interval, timeout, startup_period })
 }
 
 fn default_note(option: &Option<String>) -> &'static str {

@@ -91,6 +91,8 @@ struct HealthSource {
     container: Option<String>,
     file: String,
     check: Option<HealthCheck>,
+    /// Whether a container it names was found (a typo is warned about).
+    used: std::cell::Cell<bool>,
 }
 
 /// Reads `--healthcheck [CONTAINER=]DOCKERFILE`: a path that exists is a
@@ -112,7 +114,7 @@ fn load_healthchecks(args: &[String]) -> Result<Vec<HealthSource>, String> {
         }
         let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: cannot read: {e}"))?;
         let check = healthcheck::parse(&text).map_err(|e| format!("{file}: {e}"))?;
-        out.push(HealthSource { container, file: file.to_owned(), check });
+        out.push(HealthSource { container, file: file.to_owned(), check, used: std::cell::Cell::new(false) });
     }
     Ok(out)
 }
@@ -180,6 +182,32 @@ impl Fixer<'_> {
         })
     }
 
+    /// Why probes with these timings would fail the policy's probe rules, if they would.
+    fn out_of_bounds(&self, p: &healthcheck::Probes) -> Option<String> {
+        let rule = &self.policy.checks.probe_settings;
+        let (min, max) = (rule.min_period_seconds, rule.max_period_seconds);
+        let fits = |n: u64, low: i64, high: i64| i64::try_from(n).is_ok_and(|n| (low..=high).contains(&n));
+        for (what, period) in [("--interval", Some(p.period)), ("the startup probe's period", p.startup_period)] {
+            let Some(period) = period else { continue };
+            if !fits(period, min, max) {
+                return Some(format!("{what} gives periodSeconds {period}, and the policy allows {min} to {max}"));
+            }
+            if p.timeout > period {
+                return Some(format!(
+                    "--timeout gives timeoutSeconds {} > periodSeconds {period} ({what}); a probe's timeout must fit in its period",
+                    p.timeout
+                ));
+            }
+        }
+        if !fits(p.timeout, 0, rule.max_timeout_seconds) {
+            return Some(format!(
+                "--timeout gives timeoutSeconds {}, and the policy allows at most {}",
+                p.timeout, rule.max_timeout_seconds
+            ));
+        }
+        None
+    }
+
     /// Plans the fixes for one workload object found at `prefix` in its
     /// document; `document` is the whole document as JSON.
     fn plan(&self, kind: WorkloadKind, object: &Object<'_>, prefix: &str, document: &Json) -> Plan {
@@ -189,6 +217,11 @@ impl Fixer<'_> {
         let at = |rest: &str| if prefix.is_empty() { rest.to_owned() } else { format!("{prefix}.{rest}") };
         let pod_path = at(target.path);
         let windows = view.is_windows();
+        for c in view.containers() {
+            for source in self.healthchecks.iter().filter(|s| s.container.as_deref() == Some(&*c.container.name)) {
+                source.used.set(true);
+            }
+        }
         let mut edit = |mapping: String, key: &str, value: Value, why: String| {
             plan.edits.push(Planned { mapping, key: key.to_owned(), value, why })
         };
@@ -313,6 +346,14 @@ impl Fixer<'_> {
                     let named: Vec<(Option<String>, i64)> = ports.iter().map(|(n, p, _)| (n.clone(), *p)).collect();
                     let target = healthcheck::Target { ports: &named, windows };
                     match healthcheck::probes(check, &target) {
+                        Ok(p) if self.out_of_bounds(&p).is_some() => {
+                            let why = self.out_of_bounds(&p).unwrap_or_default();
+                            leave(format!(
+                                "the HEALTHCHECK in {} line {} cannot be translated: {why}",
+                                source.file, check.line
+                            ));
+                            continue;
+                        }
                         Ok(p) => {
                             let from = format!("from the HEALTHCHECK in {} line {}", source.file, check.line);
                             let startup =
@@ -888,6 +929,10 @@ pub fn run(args: &FixArgs) -> ExitCode {
                 run.note(format!("{shown}: a kustomization, not edited (use --kustomize to see what to patch)"))
             }
         }
+    }
+    for source in healthchecks.iter().filter(|s| s.container.is_some() && !s.used.get()) {
+        let name = source.container.as_deref().unwrap_or_default();
+        eprintln!("podgate fix: warning: --healthcheck {name}={}: no container is named {name:?}", source.file);
     }
     let Run { report, diffs, tally, .. } = run;
     let written = match (tally.files, args.diff) {
