@@ -373,3 +373,25 @@ fn keeps_the_edits_that_read_back_and_refuses_the_rest() {
     assert!(stdout.contains("  left   line 11: spec.containers[0].securityContext.allowPrivilegeEscalation: allowPrivilegeEscalation != false (container \"a\" must set securityContext.allowPrivilegeEscalation=false)\n         not edited: the document did not read back as intended with it"), "{stdout}");
     assert!(stdout.contains("spec.containers[1].securityContext (line 15) is an alias (*name), which fix does not follow; add allowPrivilegeEscalation: false there by hand"), "{stdout}");
 }
+
+#[test]
+fn follows_the_policy_on_identical_probes() {
+    let dir = workspace(&["sidecars.yaml"]);
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "checks:\n  probeSettings:\n    forbidIdenticalLivenessReadiness: true\n",
+    )
+    .unwrap();
+    let output = podgate_in(dir.path(), &["fix", "--config", "policy.yaml", "--tcp-probes", "sidecars.yaml"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let fixed = read(dir.path(), "sidecars.yaml");
+    assert!(fixed.contains("readinessProbe:") && !fixed.contains("livenessProbe:"), "{fixed}");
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("  left   line 25: spec.template.spec.containers[0].livenessProbe: livenessProbe missing (container \"api\" must set livenessProbe)\n         not added: the policy forbids a liveness probe identical to the readiness probe"),
+        "{stdout}"
+    );
+    let check = podgate_in(dir.path(), &["check", "--config", "policy.yaml", "sidecars.yaml"]);
+    assert_eq!(check.status.code(), Some(1), "only the liveness probes are missing: {}", describe(&check));
+    assert!(!text(&check.stdout).contains("probeSettings"), "{}", describe(&check));
+}
