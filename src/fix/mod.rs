@@ -775,23 +775,7 @@ impl Run<'_> {
             Ok(text) => text,
             Err(e) => return self.error(format!("{name}: cannot read: {e}")),
         };
-        let syntax = Syntax::detect(&name, &text);
-        let editable = match syntax {
-            Syntax::Json => Editable::No("JSON manifests are not edited; in this file"),
-            Syntax::Yaml => Editable::Yes,
-        };
-        let mut insertions = Vec::new();
-        let mut outcomes = Vec::new();
-        let mut errors = Vec::new();
-        for_each_document_with_source(&text, syntax, |index, source, document| match document {
-            Ok(document) => {
-                let outcome = self.fixer.document(&name, source, document, editable, Lines::Source);
-                insertions.extend(outcome.insertions);
-                outcomes.push((format!("{name}#{index}"), outcome.objects));
-            }
-            Err(DocumentError::Skipped(_)) => {}
-            Err(DocumentError::Invalid(message)) => errors.push(format!("{name}#{index}: {message}")),
-        });
+        let FileOutcome { insertions, objects: outcomes, errors } = self.fixer.text(&name, &text);
         for message in errors {
             self.error(message);
         }
@@ -801,7 +785,6 @@ impl Run<'_> {
         if insertions.is_empty() {
             return;
         }
-        diff::sort(&mut insertions);
         self.tally.files += 1;
         if self.diff {
             // As given, without a leading `./` (which `git apply` refuses).
@@ -838,6 +821,37 @@ impl Run<'_> {
                 self.record(&name, objects);
             }
         }
+    }
+}
+
+/// What fixing one file's text gave: the insertions (sorted), each
+/// document's objects under its label, and the documents that do not decode.
+struct FileOutcome {
+    insertions: Vec<Insertion>,
+    objects: Vec<(String, Vec<ObjectReport>)>,
+    errors: Vec<String>,
+}
+
+impl Fixer<'_> {
+    /// Plans and makes the fixes for the text of the file `name`.
+    fn text(&self, name: &str, text: &str) -> FileOutcome {
+        let syntax = Syntax::detect(name, text);
+        let editable = match syntax {
+            Syntax::Json => Editable::No("JSON manifests are not edited; in this file"),
+            Syntax::Yaml => Editable::Yes,
+        };
+        let mut out = FileOutcome { insertions: Vec::new(), objects: Vec::new(), errors: Vec::new() };
+        for_each_document_with_source(text, syntax, |index, source, document| match document {
+            Ok(document) => {
+                let outcome = self.document(name, source, document, editable, Lines::Source);
+                out.insertions.extend(outcome.insertions);
+                out.objects.push((format!("{name}#{index}"), outcome.objects));
+            }
+            Err(DocumentError::Skipped(_)) => {}
+            Err(DocumentError::Invalid(message)) => out.errors.push(format!("{name}#{index}: {message}")),
+        });
+        diff::sort(&mut out.insertions);
+        out
     }
 }
 
@@ -1009,6 +1023,59 @@ fn plural_word(n: usize, word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const FIXTURES: [&str; 4] = [
+        include_str!("../../tests/fixtures/fix/multi.yaml"),
+        include_str!("../../tests/fixtures/fix/kinds.yaml"),
+        include_str!("../../tests/fixtures/fix/sidecars.yaml"),
+        include_str!("../../tests/fixtures/fix/person.yaml"),
+    ];
+
+    /// Fixes `text` as `podgate fix --tcp-probes` would; the fixed text.
+    fn fixed(text: &str) -> String {
+        let policy = Policy::default();
+        let fixer =
+            Fixer { policy: &policy, namespace: None, now: Timestamp::UNIX_EPOCH, healthchecks: &[], tcp_probes: true };
+        diff::apply(text, &fixer.text("x.yaml", text).insertions)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Manifests with lines dropped, re-indented or duplicated (valid
+        /// YAML or not): fix never panics, only inserts lines, and a second
+        /// run changes nothing.
+        #[test]
+        fn only_inserts_and_settles_on_mangled_manifests(
+            which in 0..FIXTURES.len(),
+            edits in proptest::collection::vec((0usize..200, 0u8..4, 0usize..6), 0..6),
+        ) {
+            let mut lines: Vec<String> = FIXTURES[which].lines().map(str::to_owned).collect();
+            for (at, what, n) in edits {
+                if lines.is_empty() {
+                    break;
+                }
+                let at = at % lines.len();
+                match what {
+                    0 => { lines.remove(at); }
+                    1 => lines[at] = format!("{}{}", " ".repeat(n), lines[at].trim_start()),
+                    2 => { let line = lines[at].clone(); lines.insert(at, line); }
+                    _ => {
+                        let keep = n.min(lines[at].len());
+                        lines[at].truncate(keep);
+                    }
+                }
+            }
+            let text = lines.join("\n") + "\n";
+            let once = fixed(&text);
+            let mut rest = once.split_inclusive('\n');
+            for line in text.split_inclusive('\n') {
+                prop_assert!(rest.any(|l| l == line), "line {line:?} lost from:\n{text}\n---\n{once}");
+            }
+            prop_assert_eq!(fixed(&once), once.clone());
+        }
+    }
 
     #[test]
     fn pod_level_notes_explain_each_containers_finding() {
