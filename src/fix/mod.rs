@@ -410,6 +410,11 @@ impl Fixer<'_> {
     }
 }
 
+/// Whether an object found at `path` is an `AdmissionReview`'s.
+fn is_review(path: &str) -> bool {
+    path.starts_with("request.")
+}
+
 /// A workload object of a document and what the planner decided for it.
 struct ObjectPlan<'a> {
     kind: WorkloadKind,
@@ -487,13 +492,9 @@ impl Fixer<'_> {
                 object.api_version.as_deref().unwrap_or_default(),
                 object.kind.as_deref().unwrap_or_default(),
             );
-            let Some(kind) = kind else { continue };
-            // An AdmissionReview in a file is a test fixture, not a manifest.
-            let plan = if user_info.is_some() || path.starts_with("request") {
-                Plan::default()
-            } else {
-                self.plan(kind, &object, &path, &json)
-            };
+            // An AdmissionReview in a file is a request, not a manifest to fix.
+            let Some(kind) = kind.filter(|_| user_info.is_none() && !is_review(&path)) else { continue };
+            let plan = self.plan(kind, &object, &path, &json);
             plans.push(ObjectPlan { kind, object, plan });
         }
 
@@ -561,7 +562,8 @@ impl Fixer<'_> {
                 let kind = WorkloadKind::from_api_version_kind(
                     found.object.api_version.as_deref().unwrap_or_default(),
                     found.object.kind.as_deref().unwrap_or_default(),
-                );
+                )
+                .filter(|_| found.user_info.is_none() && !is_review(&found.path));
                 reparsed.push(kind.map(|kind| (kind, self.verdict(kind, &found))));
             }
         });
