@@ -44,9 +44,10 @@ use crate::config::Policy;
 use crate::decode::locate::Locator;
 use crate::decode::manifest::{for_each_document_with_source, DocumentError, FoundObject, Syntax};
 use crate::decode::model::Object;
+use crate::exemption::Subject;
 use crate::extract::{pod_target, WorkloadKind};
 use crate::source::{self, HelmOptions, Input, RenderedDocument};
-use crate::verdict::{evaluate_object, Subject};
+use crate::verdict::evaluate_object;
 use healthcheck::HealthCheck;
 use yaml::{Insertion, Node, Step, Value};
 
