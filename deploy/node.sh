@@ -6,7 +6,8 @@
 #   deploy/node.sh down       # stops and removes everything; idempotent, works after a crash
 #   deploy/node.sh status     # what runs; `export KUBECONFIG=...` to use kubectl
 #   deploy/node.sh cluster    # the cluster alone (no image, no chart)
-#   deploy/node.sh install    # image + chart on a running cluster
+#   deploy/node.sh install    # image + chart on a running cluster (extra args go to helm)
+#   deploy/node.sh check      # root and every tool there? (exit 3 if not; unpacks binaries)
 #
 # Environment:
 #   PODGATE_NODE_DIR   state: PKI, configs, logs, PIDs, data (default /tmp/podgate-node)
@@ -110,7 +111,7 @@ shared_k8s() {
 # checksum shared/k8s/README.md gives.
 binary() {
     local name="$1" target="$TOOLS/bin/$1" shared want
-    shared="$(shared_k8s)" || die "no shared/k8s above $REPO: cannot unpack $name"
+    shared="$(shared_k8s)" || { say "no shared/k8s above $REPO: cannot unpack $name"; exit 3; }
     want="$(grep "^| \`$name.xz\`" "$shared/README.md" | grep -o '`[0-9a-f]\{64\}`' | head -1 | tr -d '`')"
     [ -n "$want" ] || die "no checksum for $name.xz in $shared/README.md"
     if [ -x "$target" ] && [ "$(sha256sum "$target" | cut -d' ' -f1)" = "$want" ]; then
@@ -124,7 +125,7 @@ binary() {
 }
 
 check_tools() {
-    [ "$(id -u)" -eq 0 ] || die "must run as root (containerd, kubelet, iptables, the node IP)"
+    [ "$(id -u)" -eq 0 ] || { say "must run as root (containerd, kubelet, iptables, the node IP)"; exit 3; }
     local tool missing=()
     for tool in etcd containerd containerd-shim-runc-v2 runc ctr iptables ip6tables conntrack openssl xz setsid; do
         command -v "$tool" >/dev/null || missing+=("$tool")
@@ -133,7 +134,10 @@ check_tools() {
     [ -x /bin/busybox ] || missing+=(busybox-static)
     [ -x "$TOOLS/bin/kubectl" ] || missing+=("kubectl (.ci/install.d/helm.sh)")
     [ -x "$TOOLS/bin/helm" ] || missing+=("helm (.ci/install.d/helm.sh)")
-    [ ${#missing[@]} -eq 0 ] || die "missing: ${missing[*]} (bash .ci/install.d/node.sh installs them)"
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "missing: ${missing[*]} (bash .ci/install.d/node.sh installs them)"
+        exit 3
+    fi
     for tool in kube-apiserver kubelet kube-controller-manager kube-scheduler kube-proxy; do
         binary "$tool"
     done
@@ -449,8 +453,8 @@ stop_pid() {
     local name="$1" pid="$2" i
     alive "$pid" || return 0
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do alive "$pid" || return 0; sleep 0.1; done
-    say "$name (PID $pid) ignored SIGTERM for 5 s: SIGKILL"
+    # Two seconds: everything is thrown away, graceful ends buy nothing.
+    for i in $(seq 1 20); do alive "$pid" || return 0; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
 }
 
@@ -562,5 +566,6 @@ case "${1:-}" in
     install) shift; install "$@" ;;
     down) [ "$(id -u)" -eq 0 ] || die "must run as root"; down ;;
     status) status ;;
-    *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+    check) check_tools ;;
+    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
 esac
