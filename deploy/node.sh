@@ -15,7 +15,8 @@
 #                      $PODGATE_TOOLS/bin (checksums from its README), helm, kubectl
 #   PODGATE_BINARY     podgate binary for the image (default: target/release/podgate,
 #                      built when missing)
-#   PODGATE_IMAGE      image reference (default podgate.local/podgate:node)
+#   PODGATE_IMAGE      image reference (default podgate.local/podgate:node); the image is
+#                      deploy/image.sh's, of the binary without debug information
 #
 # Root only. Everything lives on this machine: the node IP 198.18.255.1 on
 # `lo`, Pods in 198.18.0.0/24 on the bridge podgate0, Services in
@@ -127,11 +128,12 @@ binary() {
 check_tools() {
     [ "$(id -u)" -eq 0 ] || { say "must run as root (containerd, kubelet, iptables, the node IP)"; exit 3; }
     local tool missing=()
-    for tool in etcd containerd containerd-shim-runc-v2 runc ctr iptables ip6tables conntrack openssl xz setsid; do
+    for tool in etcd containerd containerd-shim-runc-v2 runc ctr iptables ip6tables conntrack openssl xz setsid python3 ldd; do
         command -v "$tool" >/dev/null || missing+=("$tool")
     done
     [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/loopback ] || missing+=(containernetworking-plugins)
-    [ -x /bin/busybox ] || missing+=(busybox-static)
+    # Static: it is the whole sandbox image.
+    [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
     [ -x "$TOOLS/bin/kubectl" ] || missing+=("kubectl (.ci/install.d/helm.sh)")
     [ -x "$TOOLS/bin/helm" ] || missing+=("helm (.ci/install.d/helm.sh)")
     if [ ${#missing[@]} -gt 0 ]; then
@@ -391,23 +393,15 @@ podgate_image() {
         fi
     fi
     [ -x "$binary" ] || die "PODGATE_BINARY=$binary is not an executable"
-    if [ -x "$REPO/deploy/image.sh" ]; then
-        PODGATE_BINARY="$binary" PODGATE_IMAGE="$IMAGE" "$REPO/deploy/image.sh" "$out" >&2
-    else
-        # The binary and the shared libraries it links (ldd), user 65532.
-        local rootfs="$DIR/images/podgate-rootfs" lib
-        rm -rf "$rootfs"; mkdir -p "$rootfs/usr/local/bin" "$rootfs/tmp"
-        # Without debug information: a debug build is ten times the size.
-        strip -o "$rootfs/usr/local/bin/podgate" "$binary" 2>/dev/null || cp "$binary" "$rootfs/usr/local/bin/podgate"
-        for lib in $(ldd "$binary" | grep -o '/[^ ]*'); do
-            mkdir -p "$rootfs$(dirname "$lib")"; cp -L "$lib" "$rootfs$lib"
-        done
-        oci_archive "$out" "$IMAGE" "$rootfs" '["/usr/local/bin/podgate"]' 65532:65532
-    fi
+    # Without debug information (a debug build is ten times the size); then
+    # deploy/image.sh makes the image, as for any cluster.
+    local stripped="$DIR/images/podgate"
+    strip -o "$stripped" "$binary" 2>/dev/null || cp "$binary" "$stripped"
+    PODGATE_SBOM=0 PODGATE_BINARY="$stripped" PODGATE_IMAGE="$IMAGE" "$REPO/deploy/image.sh" "$out" >/dev/null \
+        || die "deploy/image.sh failed"
     ctr_ image import "$out" >/dev/null || die "ctr image import $out failed"
     # `ctr image import` may name an image docker.io/...; the kubelet asks for exactly $IMAGE.
-    ctr_ image ls -q | grep -qx "$IMAGE" || ctr_ image ls -q | grep -x "docker.io/$IMAGE" >/dev/null \
-        || die "the imported archive does not carry $IMAGE"
+    ctr_ image ls -q | grep -qx "$IMAGE" || die "the imported archive does not carry $IMAGE"
 }
 
 install() {
