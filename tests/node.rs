@@ -147,7 +147,9 @@ impl Steps<'_> {
         for slice in answer.body["items"].as_array().into_iter().flatten() {
             for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
                 if endpoint["conditions"]["ready"] == true {
-                    ready.extend(endpoint["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()));
+                    ready.extend(
+                        endpoint["addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()),
+                    );
                 }
             }
         }
@@ -235,7 +237,8 @@ impl Steps<'_> {
             .iter()
             .map(|(pod, n)| {
                 let name = pod.metadata.name.clone().unwrap();
-                let earlier = before.iter().find(|(p, _)| p.metadata.name.as_ref() == Some(&name)).map_or(0.0, |(_, n)| *n);
+                let earlier =
+                    before.iter().find(|(p, _)| p.metadata.name.as_ref() == Some(&name)).map_or(0.0, |(_, n)| *n);
                 (name, n - earlier)
             })
             .collect();
@@ -250,7 +253,8 @@ impl Steps<'_> {
         let compliant = manifest("pod-compliant.yaml");
         let created = send(&self.client, "POST", &pods, "application/json", Some(&compliant)).await;
         assert_eq!(created.status, 201, "{created:?}");
-        let denied = send(&self.client, "POST", &pods, "application/json", Some(&manifest("pod-noncompliant.yaml"))).await;
+        let denied =
+            send(&self.client, "POST", &pods, "application/json", Some(&manifest("pod-noncompliant.yaml"))).await;
         assert_eq!(denied.status, 403, "{denied:?}");
         assert!(denied.message().starts_with("admission webhook \"validate.podgate.dev\" denied the request: "));
         assert!(denied.message().contains("runAsNonRoot"), "{}", denied.message());
@@ -310,7 +314,8 @@ impl Steps<'_> {
             let logs = self.node.kubectl(&["-n", NAMESPACE, "logs", &name]);
             assert!(logs.lines().count() >= 3, "{name}: {logs}");
             for line in logs.lines() {
-                let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {line}"));
+                let entry: Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {line}"));
                 for field in ["timestamp", "level", "message"] {
                     assert!(entry[field].is_string(), "{name}: no {field}: {line}");
                 }
@@ -343,13 +348,16 @@ impl Steps<'_> {
         until("a PolicyReport with the legacy Pod's failures", || async {
             let reports = format!("/apis/wgpolicyk8s.io/v1alpha2/namespaces/{NAMESPACE}/policyreports");
             let answer = send(&self.client, "GET", &reports, "application/json", None).await;
-            answer.body["items"].as_array().into_iter().flatten().flat_map(|r| r["results"].as_array().into_iter().flatten()).any(
-                |result| {
+            answer.body["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|r| r["results"].as_array().into_iter().flatten())
+                .any(|result| {
                     result["result"] == "fail"
                         && result["resources"][0]["name"] == "legacy-no-probes"
                         && result["rule"] == "livenessProbe"
-                },
-            )
+                })
         })
         .await;
         let path = format!("/api/v1/namespaces/{NAMESPACE}/pods/legacy-no-probes");
@@ -365,7 +373,11 @@ impl Steps<'_> {
             let text = self.client.request_text(request).await.unwrap();
             [
                 buckets(&text, WEBHOOK, &[r#"name="validate.podgate.dev""#, r#"operation="CREATE""#]),
-                buckets(&text, REQUEST, &[r#"verb="POST""#, r#"resource="pods""#, r#"subresource="""#, r#"dry_run="All""#]),
+                buckets(
+                    &text,
+                    REQUEST,
+                    &[r#"verb="POST""#, r#"resource="pods""#, r#"subresource="""#, r#"dry_run="All""#],
+                ),
             ]
         };
         let pod = unnamed("pod-compliant.yaml");
@@ -404,8 +416,12 @@ impl Steps<'_> {
             let at = |q: f64| l[((q * l.len() as f64).ceil() as usize).clamp(1, l.len()) - 1].as_secs_f64();
             format!("| {what} | {} | {} | {} |\n", l.len(), ms(Some(at(0.5))), ms(Some(at(0.99))))
         };
-        let mut table = String::from("| dry-run Pod creations, one at a time | count | p50 | p99 |\n| --- | --- | --- | --- |\n");
-        table += &row("`apiserver_admission_webhook_admission_duration_seconds` (podgate, through the Pod network)", &with[0]);
+        let mut table =
+            String::from("| dry-run Pod creations, one at a time | count | p50 | p99 |\n| --- | --- | --- | --- |\n");
+        table += &row(
+            "`apiserver_admission_webhook_admission_duration_seconds` (podgate, through the Pod network)",
+            &with[0],
+        );
         table += &row("`apiserver_request_duration_seconds` POST pods, with podgate", &with[1]);
         table += &row("`apiserver_request_duration_seconds` POST pods, no webhook", &without[1]);
         table += &client("client-side, with podgate", &client_with);
@@ -554,7 +570,8 @@ impl Steps<'_> {
         until("podgate's Pods to go", || async { self.podgate_pods().await.is_empty() }).await;
         // Nothing left that calls podgate: even a non-compliant Pod is admitted.
         let path = format!("/api/v1/namespaces/{APPS}/pods?dryRun=All");
-        let answer = send(&self.client, "POST", &path, "application/json", Some(&unnamed("pod-noncompliant.yaml"))).await;
+        let answer =
+            send(&self.client, "POST", &path, "application/json", Some(&unnamed("pod-noncompliant.yaml"))).await;
         assert_eq!(answer.status, 201, "{answer:?}");
         let left = self.node.kubectl(&[
             "get",
@@ -745,7 +762,8 @@ async fn admit(client: &kube::Client, path: &str, body: &Value) -> Result<(u16, 
         .unwrap();
     let response = client.send(request).await.map_err(|e| format!("transport: {e}"))?;
     let status = response.status().as_u16();
-    let bytes = http_body_util::BodyExt::collect(response.into_body()).await.map_err(|e| format!("body: {e}"))?.to_bytes();
+    let bytes =
+        http_body_util::BodyExt::collect(response.into_body()).await.map_err(|e| format!("body: {e}"))?.to_bytes();
     let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Ok((status, answer["message"].as_str().unwrap_or("").to_owned()))
 }

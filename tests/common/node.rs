@@ -229,9 +229,12 @@ pub fn leftovers(dir: &Path, pids: &[u32]) -> Vec<String> {
     }
     let prefix = format!("{}/", dir.display());
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    left.extend(mounts.lines().filter(|line| line.split(' ').nth(1).is_some_and(|m| m.starts_with(&prefix))).map(
-        |line| format!("mount {}", line.split(' ').nth(1).unwrap()),
-    ));
+    left.extend(
+        mounts
+            .lines()
+            .filter(|line| line.split(' ').nth(1).is_some_and(|m| m.starts_with(&prefix)))
+            .map(|line| format!("mount {}", line.split(' ').nth(1).unwrap())),
+    );
     for tool in ["iptables-save", "ip6tables-save"] {
         if let Ok(output) = Command::new(tool).output() {
             let text = String::from_utf8_lossy(&output.stdout).into_owned();
