@@ -436,11 +436,17 @@ impl Steps<'_> {
         // Warm-up: the load runs and nothing is refused before any disruption.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let mut rows = Vec::new();
-        let measure = |name: &'static str| Measure::start(&load, name);
+        let measure = |name: &str| Measure::start(&load, name);
+        // PODGATE_NODE_REPLICAS: the same with more replicas (the chart's default is 2).
+        let n = env_number("PODGATE_NODE_REPLICAS", 2) as usize;
+        if n != 2 {
+            self.node.upgrade(&[&format!("replicaCount={n}")]);
+            self.wait_steady(n).await;
+        }
 
         let m = measure("`kubectl rollout restart`");
         self.node.kubectl(&["-n", NAMESPACE, "rollout", "restart", &format!("deployment/{RELEASE}")]);
-        self.settled(2, settle).await;
+        self.settled(n, settle).await;
         rows.push(m.end(&load));
 
         let m = measure("`kubectl delete pod` (one of two)");
@@ -450,12 +456,12 @@ impl Steps<'_> {
             self.podgate_pods().await.iter().all(|p| p.metadata.name.as_deref() != Some(victim.as_str()))
         })
         .await;
-        self.settled(2, settle).await;
+        self.settled(n, settle).await;
         rows.push(m.end(&load));
 
         let m = measure("`helm upgrade`: policy change (`checks.runAsUser.minUid`)");
         self.node.upgrade(&["checks.runAsUser.minUid=2000"]);
-        self.settled(2, settle).await;
+        self.settled(n, settle).await;
         rows.push(m.end(&load));
 
         let m = measure("`helm upgrade`: certificate rotation (`tls.rotation`)");
@@ -465,15 +471,15 @@ impl Steps<'_> {
         assert_ne!(self.secret_field("ca.crt"), old_ca, "the rotation made a new CA");
         // No roll: the kubelet updates the mounted Secret and podgate reloads it.
         until("every podgate Pod to serve the rotated certificate", || self.all_serve(&new_cert)).await;
-        self.settled(2, settle).await;
+        self.settled(n, settle).await;
         rows.push(m.end(&load));
 
-        let m = measure("`kubectl scale` 2 -> 3 -> 2");
+        let m = measure(&format!("`kubectl scale` {n} -> {} -> {n}", n + 1));
         let deployment = format!("deployment/{RELEASE}");
-        self.node.kubectl(&["-n", NAMESPACE, "scale", &deployment, "--replicas=3"]);
-        self.wait_steady(3).await;
-        self.node.kubectl(&["-n", NAMESPACE, "scale", &deployment, "--replicas=2"]);
-        self.settled(2, settle).await;
+        self.node.kubectl(&["-n", NAMESPACE, "scale", &deployment, &format!("--replicas={}", n + 1)]);
+        self.wait_steady(n + 1).await;
+        self.node.kubectl(&["-n", NAMESPACE, "scale", &deployment, &format!("--replicas={n}")]);
+        self.settled(n, settle).await;
         rows.push(m.end(&load));
 
         let m = measure("`helm upgrade`: new image tag");
@@ -481,7 +487,7 @@ impl Steps<'_> {
         let retagged = format!("{repository}:node-2");
         self.node.ctr(&["image", "tag", "--force", &self.node.image, &retagged]);
         self.node.upgrade(&["image.tag=node-2"]);
-        self.settled(2, settle).await;
+        self.settled(n, settle).await;
         rows.push(m.end(&load));
 
         // The API server keeps its connections to the replica(s) it found
@@ -502,7 +508,7 @@ impl Steps<'_> {
                 pods.get(&name).await.is_ok_and(|p| restart_count(&p) > restarts)
             })
             .await;
-            self.settled(2, settle).await;
+            self.settled(n, settle).await;
             rows.push(m.end(&load));
         }
 
@@ -770,7 +776,7 @@ async fn admit(client: &kube::Client, path: &str, body: &Value) -> Result<(u16, 
 
 /// A disruption being measured.
 struct Measure {
-    name: &'static str,
+    name: String,
     started: Instant,
     before: Counts,
 }
@@ -778,7 +784,7 @@ struct Measure {
 /// What a disruption cost.
 #[derive(Clone)]
 struct Row {
-    name: &'static str,
+    name: String,
     seconds: f64,
     counts: Counts,
     /// Refusals and other errors: seconds after the start, and the message.
@@ -786,8 +792,8 @@ struct Row {
 }
 
 impl Measure {
-    fn start(load: &Load, name: &'static str) -> Measure {
-        Measure { name, started: Instant::now(), before: load.counts() }
+    fn start(load: &Load, name: &str) -> Measure {
+        Measure { name: name.to_owned(), started: Instant::now(), before: load.counts() }
     }
 
     fn end(self, load: &Load) -> Row {
