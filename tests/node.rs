@@ -449,7 +449,7 @@ impl Steps<'_> {
         self.settled(n, settle).await;
         rows.push(m.end(&load));
 
-        let m = measure("`kubectl delete pod` (one of two)");
+        let m = measure("`kubectl delete pod` (one replica)");
         let victim = self.podgate_pods().await[0].metadata.name.clone().unwrap();
         self.node.kubectl(&["-n", NAMESPACE, "delete", "pod", &victim, "--wait=false"]);
         until("the deleted Pod to go", || async {
