@@ -458,11 +458,18 @@ down() {
     # Best effort from here on: a step that finds nothing to do is no error.
     set +e +o pipefail
     local name pid
-    # The kubelet first, so that it restarts nothing; then the containers'
-    # tasks while containerd still answers.
+    # Everything is thrown away: no graceful ends, SIGKILL. The kubelet and
+    # the controllers first, so that nothing restarts what is being
+    # stopped; then the containers' tasks while containerd still answers.
+    local nodes=()
     for name in kubelet kube-proxy kube-scheduler kube-controller-manager; do
-        stop_pid "$name" "$(pid_of "$name")"
+        pid="$(pid_of "$name")"
+        alive "$pid" && nodes+=("$pid")
     done
+    if [ ${#nodes[@]} -gt 0 ]; then
+        kill -KILL "${nodes[@]}" 2>/dev/null
+        for pid in "${nodes[@]}"; do while alive "$pid"; do sleep 0.05; done; done
+    fi
     if [ -S "$SOCK" ] && alive "$(pid_of containerd)"; then
         for pid in $(timeout 10 ctr --address "$SOCK" -n k8s.io task ls -q 2>/dev/null); do
             timeout 5 ctr --address "$SOCK" -n k8s.io task kill -s KILL "$pid" >/dev/null 2>&1 || true
@@ -477,9 +484,11 @@ down() {
     for pid in $shims $pods; do
         while alive "$pid"; do sleep 0.05; done
     done
-    # The API server before etcd: its graceful shutdown waits for etcd.
-    stop_pid kube-apiserver "$(pid_of kube-apiserver)"
-    stop_pid etcd "$(pid_of etcd)"
+    for name in kube-apiserver etcd; do
+        pid="$(pid_of "$name")"
+        alive "$pid" && kill -KILL "$pid" 2>/dev/null
+        while alive "$pid"; do sleep 0.05; done
+    done
     # Anything else recorded (a component started by hand).
     if [ -f "$DIR/pids" ]; then
         while read -r name pid; do stop_pid "$name" "$pid"; done <"$DIR/pids"
