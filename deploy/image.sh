@@ -101,7 +101,8 @@ if [ "${PODGATE_SBOM:-1}" != 0 ]; then
     # keeps parallel runs apart, then it moves next to the archive.
     sbom_name="podgate-image-$$"
     trap 'rm -f "$root/$sbom_name.json"' EXIT
-    cargo cyclonedx --format json --describe crate --target "$(rustc -vV | sed -n 's/^host: //p')" \
+    # The host target's dependencies (the default), as the binary is built.
+    cargo cyclonedx --format json --spec-version 1.5 \
         --override-filename "$sbom_name" >&2
     mv "$root/$sbom_name.json" "$sbom"
 fi
