@@ -244,8 +244,7 @@ fn image_config_matches_the_dockerfile() {
         .split_whitespace()
         .map(|port| if port.contains('/') { port.to_owned() } else { format!("{port}/tcp") })
         .collect();
-    let exposed: BTreeSet<String> =
-        config["ExposedPorts"].as_object().expect("ExposedPorts").keys().cloned().collect();
+    let exposed: BTreeSet<String> = config["ExposedPorts"].as_object().expect("ExposedPorts").keys().cloned().collect();
     assert_eq!(exposed, expose, "EXPOSE");
     assert_eq!(built.config["os"], "linux");
     assert_eq!(built.config["architecture"], "amd64", "this test runs on amd64 hosts");
@@ -676,7 +675,8 @@ fn image_runs_in_containerd_as_nonroot_with_the_default_arguments() {
     let images = containerd.ctr_ok(&["image", "ls", "-q"]);
     assert!(images.lines().any(|l| l.trim() == reference), "{reference} not imported: {images}");
 
-    let version = containerd.ctr_ok(&["run", "--rm", reference, "podgate-version", "/usr/local/bin/podgate", "--version"]);
+    let version =
+        containerd.ctr_ok(&["run", "--rm", reference, "podgate-version", "/usr/local/bin/podgate", "--version"]);
     assert_eq!(version.trim(), format!("podgate {}", env!("CARGO_PKG_VERSION")));
 
     // The image's own entrypoint and arguments, with the certificate and the
@@ -700,7 +700,16 @@ fn image_runs_in_containerd_as_nonroot_with_the_default_arguments() {
     ];
     let log_uri = format!("file://{}", log.display());
     containerd.ctr_ok(&[
-        "run", "-d", "--log-uri", &log_uri, "--mount", &mounts[0], "--mount", &mounts[1], reference, "podgate-serve",
+        "run",
+        "-d",
+        "--log-uri",
+        &log_uri,
+        "--mount",
+        &mounts[0],
+        "--mount",
+        &mounts[1],
+        reference,
+        "podgate-serve",
     ]);
     let serve_log = || std::fs::read_to_string(&log).unwrap_or_default();
     containerd.eventually("podgate serve listens", || {

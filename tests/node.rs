@@ -228,23 +228,28 @@ impl Steps<'_> {
         answered
     }
 
-    /// The Pod answering most reviews over the next second.
-    async fn busiest_pod(&self) -> Pod {
+    /// Each podgate Pod and the reviews it answers over the next second.
+    async fn shares(&self) -> Vec<(Pod, f64)> {
         let before = self.reviews_per_pod().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let after = self.reviews_per_pod().await;
-        let shares: Vec<(String, f64)> = after
-            .iter()
+        let shares: Vec<(Pod, f64)> = after
+            .into_iter()
             .map(|(pod, n)| {
-                let name = pod.metadata.name.clone().unwrap();
-                let earlier =
-                    before.iter().find(|(p, _)| p.metadata.name.as_ref() == Some(&name)).map_or(0.0, |(_, n)| *n);
-                (name, n - earlier)
+                let earlier = before.iter().find(|(p, _)| p.metadata.uid == pod.metadata.uid).map_or(0.0, |(_, n)| *n);
+                (pod, n - earlier)
             })
             .collect();
-        note(&format!("  reviews per Pod over one second: {shares:?}"));
-        let busiest = shares.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0.clone();
-        after.into_iter().find(|(p, _)| p.metadata.name.as_ref() == Some(&busiest)).unwrap().0
+        let names: Vec<(&str, f64)> =
+            shares.iter().map(|(pod, n)| (pod.metadata.name.as_deref().unwrap_or(""), *n)).collect();
+        note(&format!("  reviews per Pod over one second: {names:?}"));
+        shares
+    }
+
+    /// The Pod answering most reviews over the next second.
+    async fn busiest_pod(&self) -> Pod {
+        let shares = self.shares().await;
+        shares.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0
     }
 
     async fn the_service_admits_and_denies(&self) {
@@ -490,11 +495,21 @@ impl Steps<'_> {
         self.settled(n, settle).await;
         rows.push(m.end(&load));
 
-        // The API server keeps its connections to the replica(s) it found
-        // when it connected: kill the one answering (the idle one costs
-        // nothing). PODGATE_NODE_SIGKILLS repeats it, for the figures.
+        // Each time once they have spread, kill the replica answering most.
+        // PODGATE_NODE_SIGKILLS repeats it, for the figures.
         let graceful = rows.len();
         for _ in 0..env_number("PODGATE_NODE_SIGKILLS", 1) {
+            // The API server resolves the Service only when it opens a
+            // connection and keeps it: after the rollouts its connections are
+            // all on one replica. podgate closes connections older than
+            // --max-connection-age (30 s), so within a minute both replicas
+            // answer.
+            let spread = Instant::now();
+            until("every replica to answer reviews (--max-connection-age)", || async {
+                self.shares().await.iter().all(|(_, n)| *n > 0.0)
+            })
+            .await;
+            note(&format!("  the connections spread over the replicas in {:.0} s", spread.elapsed().as_secs_f64()));
             let victim = self.busiest_pod().await;
             let uid = victim.metadata.uid.clone().unwrap();
             let name = victim.metadata.name.clone().unwrap();
