@@ -166,6 +166,28 @@ arch = {0x3E: "amd64", 0xB7: "arm64", 0xF3: "riscv64", 0x15: "ppc64le", 0x16: "s
 if arch is None:
     fail("unknown ELF machine 0x%x in %s" % (machine, binary))
 
+# cargo auditable's dependency list is the ELF section .dep-v0; a binary
+# from PODGATE_BINARY may have been built without it.
+def section_names(data):
+    if data[4] != 2:  # ELFCLASS64
+        return set()
+    order = "little" if data[5] == 1 else "big"
+    num = lambda at, size: int.from_bytes(data[at:at + size], order)
+    shoff, shentsize, shnum, shstrndx = num(0x28, 8), num(0x3A, 2), num(0x3C, 2), num(0x3E, 2)
+    if shoff == 0 or shstrndx >= shnum:
+        return set()
+    strtab = shoff + shstrndx * shentsize
+    str_off = num(strtab + 0x18, 8)
+    names = set()
+    for i in range(shnum):
+        name_at = str_off + num(shoff + i * shentsize, 4)
+        names.add(data[name_at:data.index(b"\0", name_at)].decode("ascii", "replace"))
+    return names
+
+if ".dep-v0" not in section_names(elf):
+    print("image.sh: warning: %s carries no dependency list (.dep-v0): build it with "
+          "`cargo auditable build --release`" % binary, file=sys.stderr)
+
 # path in the image -> (kind, payload, mode, uid, gid)
 entries = {}
 
