@@ -399,8 +399,8 @@ podgate_image() {
     # deploy/image.sh makes the image, as for any cluster.
     local stripped="$DIR/images/podgate"
     strip -o "$stripped" "$binary" 2>/dev/null || cp "$binary" "$stripped"
-    PODGATE_SBOM=0 PODGATE_BINARY="$stripped" PODGATE_IMAGE="$IMAGE" "$REPO/deploy/image.sh" "$out" >/dev/null \
-        || die "deploy/image.sh failed"
+    PODGATE_SBOM=0 PODGATE_BINARY="$stripped" PODGATE_IMAGE="$IMAGE" "$REPO/deploy/image.sh" "$out" \
+        >"$DIR/logs/image.log" 2>&1 || fail image "deploy/image.sh failed"
     ctr_ image import "$out" >/dev/null || die "ctr image import $out failed"
     # `ctr image import` may name an image docker.io/...; the kubelet asks for exactly $IMAGE.
     ctr_ image ls -q | grep -qx "$IMAGE" || die "the imported archive does not carry $IMAGE"
