@@ -103,6 +103,14 @@ pub struct ServeArgs {
     /// send a review on a connection podgate is closing.
     #[arg(long, env = "PODGATE_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_positive_duration)]
     pub idle_timeout: Duration,
+    /// HTTP/1.1: a connection open this long answers its next review with
+    /// `Connection: close`, so that the client opens a new one. The
+    /// apiserver resolves a webhook Service to one of its Pods only when it
+    /// opens a connection and keeps its connections otherwise: without this
+    /// they all stay on the replica they reached first (after a rollout, the
+    /// first one Ready). 0 keeps connections for as long as they are used.
+    #[arg(long, env = "PODGATE_MAX_CONNECTION_AGE", default_value = "30s", value_parser = parse_non_negative)]
+    pub max_connection_age: Duration,
     /// HTTP/1.1: time allowed for a request's head (request line and
     /// headers), counted from its first byte (on a new connection: from the
     /// end of the TLS handshake); then the connection is closed. The
@@ -251,6 +259,7 @@ mod tests {
         assert_eq!(args.max_body_bytes, 3_670_016);
         assert_eq!(args.max_buffered_bytes, 32 * 1024 * 1024);
         assert_eq!(args.idle_timeout, Duration::from_secs(120));
+        assert_eq!(args.max_connection_age, Duration::from_secs(30));
         assert_eq!(args.header_read_timeout, Duration::from_secs(5));
         assert!(args.validate().is_ok());
         assert_eq!(args.log_format, LogFormat::Text);

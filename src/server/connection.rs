@@ -58,6 +58,9 @@ pub struct Timeouts {
     /// A request head must be complete this long after its first byte;
     /// `None` for HTTP/2.
     pub head: Option<Duration>,
+    /// HTTP/1.1: answers on a connection open this long carry
+    /// `Connection: close` (`--max-connection-age`); `None`: never.
+    pub max_age: Option<Duration>,
 }
 
 /// Which timeout closed a connection.
@@ -210,10 +213,14 @@ impl HttpBody for Guarded {
 }
 
 /// `router`, counting each request on `activity` from the call until its
-/// response body is dropped.
+/// response body is dropped; on an HTTP/1.1 connection older than
+/// `max_age`, the answer carries `Connection: close` (hyper then closes the
+/// connection once it is written, and the client does not reuse it: no
+/// request can be lost to the close).
 pub fn tracked(
     router: Router,
     activity: Arc<Activity>,
+    max_age: Option<Duration>,
 ) -> impl tower::Service<
     Request<hyper::body::Incoming>,
     Response = axum::http::Response<Guarded>,
@@ -222,9 +229,16 @@ pub fn tracked(
 > + Clone {
     tower::service_fn(move |request: Request<hyper::body::Incoming>| {
         let guard = activity.begin();
+        let old = request.version() <= axum::http::Version::HTTP_11
+            && max_age.is_some_and(|age| activity.opened.elapsed() >= age);
         let call = router.clone().oneshot(request);
         async move {
-            let response = call.await?;
+            let mut response = call.await?;
+            if old {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            }
             Ok(response.map(|body| Guarded { body, _request: guard }))
         }
     })
@@ -378,7 +392,7 @@ mod tests {
 
     const IDLE: Duration = Duration::from_millis(300);
     const HEAD: Duration = Duration::from_millis(60);
-    const H1: Timeouts = Timeouts { idle: IDLE, head: Some(HEAD) };
+    const H1: Timeouts = Timeouts { idle: IDLE, head: Some(HEAD), max_age: None };
 
     /// A connection past its TLS handshake, its head timeout known (as
     /// [`supervise`] sets it).
@@ -412,7 +426,7 @@ mod tests {
         activity.received(1);
         assert_eq!(activity.deadline(H1).unwrap().0, first);
         // HTTP/2: bytes between requests are no head.
-        assert_eq!(activity.deadline(Timeouts { idle: IDLE, head: None }).unwrap().1, Expiry::Idle);
+        assert_eq!(activity.deadline(Timeouts { idle: IDLE, head: None, max_age: None }).unwrap().1, Expiry::Idle);
     }
 
     #[tokio::test]
@@ -459,7 +473,7 @@ mod tests {
         activity.received(10); // a head on its way
         stop_tx.send_replace(true);
         let started = Instant::now();
-        let long = Timeouts { idle: Duration::from_secs(60), head: Some(Duration::from_secs(60)) };
+        let long = Timeouts { idle: Duration::from_secs(60), head: Some(Duration::from_secs(60)), max_age: None };
         assert_eq!(supervise(std::future::pending::<()>(), &activity, long, &mut stop).await, End::Shutdown);
         assert!(started.elapsed() < LINGER + Duration::from_millis(500));
 

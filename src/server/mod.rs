@@ -167,8 +167,13 @@ impl Http {
             h1: h1.http1_only(),
             h2: h2.http2_only(),
             handshake_timeout: args.tls_handshake_timeout,
-            h1_timeouts: Timeouts { idle: args.idle_timeout, head: Some(args.header_read_timeout) },
-            h2_timeouts: Timeouts { idle: args.idle_timeout, head: None },
+            h1_timeouts: Timeouts {
+                idle: args.idle_timeout,
+                head: Some(args.header_read_timeout),
+                max_age: Some(args.max_connection_age).filter(|age| !age.is_zero()),
+            },
+            // HTTP/2 would need a GOAWAY; the apiserver calls webhooks over HTTP/1.1.
+            h2_timeouts: Timeouts { idle: args.idle_timeout, head: None, max_age: None },
         }
     }
 }
@@ -391,7 +396,7 @@ async fn serve_http<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(connection::tracked(router, activity.clone()));
+    let service = TowerToHyperService::new(connection::tracked(router, activity.clone(), timeouts.max_age));
     let serving = watcher.watch(builder.serve_connection(TokioIo::new(io), service));
     match connection::supervise(serving, &activity, timeouts, stop).await {
         End::Finished(Err(error)) => tracing::debug!(%error, "connection ended with an error"),

@@ -10,6 +10,7 @@
 
 pub mod apiserver;
 pub mod histogram;
+pub mod node;
 pub mod reports;
 
 use std::future::Future;
