@@ -345,7 +345,7 @@ pub fn render_text(report: &Report, tally: Tally) -> String {
             let _ = writeln!(out, "      note  {notice}");
         }
         let removed = result.differs_from.iter().flat_map(|d| &d.removed);
-        let findings = result.violations.iter().map(|v| (v.action, v)).chain(removed.map(|v| ("fixed", v)));
+        let findings = result.violations.iter().map(|v| (v.action, v)).chain(removed.map(|v| ("removed", v)));
         for (action, v) in findings {
             let _ = writeln!(out, "      {action:<4}  {}: {}", v.check, v.message);
             let file = v.file.as_deref().unwrap_or(&result.file);

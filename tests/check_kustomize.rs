@@ -250,7 +250,7 @@ fn text_and_github_annotations_name_each_source_line_once() {
         "            field: spec.template.spec.securityContext.runAsUser  (apps/base/app.yaml:25)\n",
         "DENY  Deployment production/web  (apps/base/app.yaml#1)\n      rendered by: apps/overlays/production\n      \
          differs from the result rendered by apps/base, apps/overlays/dev, apps/overlays/staging: 0 findings added, 1 removed\n",
-        "      fixed  readinessProbe: readinessProbe missing (container \"web\" must set readinessProbe)\n            \
+        "      removed  readinessProbe: readinessProbe missing (container \"web\" must set readinessProbe)\n            \
          field: spec.template.spec.containers[0].readinessProbe  (apps/overlays/production/patches/probes.yaml:10)\n",
         "3 objects checked (5 kustomize renderings grouped by source): 3 denied, 0 allowed with warnings, 0 passed; \
          2 documents skipped (not a Pod or workload); 2 documents skipped (kustomize patch)\n",

@@ -132,11 +132,15 @@ impl Run<'_> {
             }
         }
 
-        let mut by_source: BTreeMap<(String, usize, PathBuf), Vec<Entry<'_>>> = BTreeMap::new();
+        // By the source file itself (two spellings of one path are one
+        // file), in the order of its name as shown.
+        let mut by_source: BTreeMap<(PathBuf, usize), Vec<Entry<'_>>> = BTreeMap::new();
         for entry in entries {
-            by_source.entry((entry.display.clone(), entry.key.1, entry.key.0.clone())).or_default().push(entry);
+            by_source.entry(entry.key.clone()).or_default().push(entry);
         }
-        for ((_, _, file), entries) in by_source {
+        let mut by_source: Vec<_> = by_source.into_iter().collect();
+        by_source.sort_by(|a, b| (&a.1[0].display, a.0 .1).cmp(&(&b.1[0].display, b.0 .1)));
+        for ((file, _), entries) in by_source {
             self.group(renderings, &canonical, &file, entries);
         }
     }
