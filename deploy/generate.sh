@@ -21,7 +21,7 @@
 # be public and shared by every cluster that applied the file. So the plain
 # manifests carry no Secret and no caBundle: cert-manager issues the serving
 # certificate and its cainjector fills the caBundle. Without cert-manager,
-# install with Helm (see README, "Installing in a cluster (Helm)").
+# install with Helm (see docs/install.md).
 #
 # Needs helm 3 on PATH (or HELM=/path/to/helm): .ci/install.d/helm.sh; and
 # cargo (or PODGATE=/path/to/podgate) for the export.

@@ -1592,10 +1592,10 @@ fn audit_deployment() {
 }
 
 #[test]
-fn readme_documents_every_value() {
+fn docs_document_every_value() {
     let values: Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap()).unwrap();
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root().join("docs/install.md")).unwrap();
     let mut missing = Vec::new();
     let mut leaves = BTreeMap::new();
     flatten("", &values, &mut leaves);
@@ -1604,7 +1604,7 @@ fn readme_documents_every_value() {
             missing.push(key.clone());
         }
     }
-    assert!(missing.is_empty(), "README.md's values table lacks rows for {missing:?}");
+    assert!(missing.is_empty(), "docs/install.md's values table lacks rows for {missing:?}");
 }
 
 /// Leaf keys of the values: maps are walked, except empty ones and the

@@ -452,7 +452,7 @@ async fn windows_pods_and_deployments_are_created_and_hostprocess_is_refused() {
 /// arrives as a 4.2 MB review: over the default `--max-body-bytes`
 /// (3.5 MiB), so podgate answers 413 and the apiserver fails the creation.
 /// A larger `--max-body-bytes` admits it. (Found by this test; the default
-/// is left as it is: see the README on `--max-body-bytes`.)
+/// is left as it is: see docs/serve.md, "Flags", on `--max-body-bytes`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_review_can_outgrow_the_default_body_limit() {
     let Some(cluster) = cluster().await else { return };

@@ -2,7 +2,7 @@
 //! structure-aware mutations of real reviews and manifests go through the
 //! decoders and the engine. Nothing may panic; every input ends as a verdict
 //! or a decode error. The long-running coverage-guided session lives in
-//! `fuzz/` (see README, "Fuzzing").
+//! `fuzz/` (see docs/development.md, "Fuzzing").
 //!
 //! `PODGATE_FUZZ_CASES` raises the number of cases per property (default 256).
 
