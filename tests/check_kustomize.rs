@@ -165,6 +165,16 @@ fn overlays_that_only_relabel_or_renamespace_merge_into_the_base_result() {
         ]
     );
 
+    // Without the base rendered alone, the main result is the one most
+    // overlays share, still located in the base file.
+    let output = podgate(&["--format", "json", "--kustomize", "apps/overlays"]);
+    let report = json_of(&output);
+    let main = &report["results"][0];
+    assert_eq!(main["renderedBy"], json!(["apps/overlays/dev", "apps/overlays/staging"]));
+    assert_eq!((&main["file"], &main["line"]), (&json!("apps/base/app.yaml"), &json!(10)));
+    assert_eq!(main["namespace"], "dev", "the first rendering's");
+    assert_eq!(report["results"].as_array().unwrap().len(), 3);
+
     // Run from elsewhere, paths stay relative to where `check` runs.
     let output = podgate_in(&fixture().join("apps"), &["--format", "json", "--kustomize", "."]);
     assert_eq!(json_of(&output)["results"][0]["file"], "./base/app.yaml");

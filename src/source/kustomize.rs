@@ -688,4 +688,47 @@ mod tests {
         let (depth, _) = walk_beside(&patch, &rendered, &field_steps("spec.template.spec.containers[0].image"));
         assert_eq!(depth, 4);
     }
+
+    #[test]
+    fn the_patch_closest_to_a_field_is_found_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let write = |name: &str, text: &str| {
+            std::fs::create_dir_all(root.join(name).parent().unwrap()).unwrap();
+            std::fs::write(root.join(name), text).unwrap();
+        };
+        write("base/kustomization.yaml", "resources: [app.yaml]\n");
+        write("base/app.yaml", "kind: Deployment\nmetadata: {name: web}\n");
+        write(
+            "prod/kustomization.yaml",
+            "resources: [../base]\npatches:\n  - path: other.yaml\n  - path: replicas.json\n    target: {kind: Deployment, name: web}\n  \
+             - path: uid.yaml\n    target: {kind: Deployment}\n",
+        );
+        write("prod/replicas.json", "[{\"op\": \"replace\", \"path\": \"/spec/replicas\", \"value\": 3}]\n");
+        write(
+            "prod/uid.yaml",
+            "- op: add\n  path: /spec/template/spec/containers/0/livenessProbe\n  value: {}\n\
+             - op: replace\n  path: /spec/template/spec/securityContext/runAsUser\n  value: 0\n",
+        );
+        // Names another object: not a candidate, though it has the field.
+        write("prod/other.yaml", "kind: Deployment\nmetadata: {name: db}\nspec:\n  template:\n    spec:\n      securityContext: {runAsUser: 0}\n");
+        let rendered: Value = serde_yaml_ng::from_str(
+            "kind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers: [{name: web}]\n",
+        )
+        .unwrap();
+        let source = root.join("base/app.yaml");
+        let site = patch_site(&root.join("prod"), &source, &rendered, "spec.template.spec.securityContext.runAsUser");
+        assert_eq!(site, Some(PatchSite { file: root.join("prod/uid.yaml"), line: 4 }), "the second operation");
+        // No operation has this field: the first that reaches into the pod
+        // template (`/spec/replicas` alone is too far).
+        assert_eq!(
+            patch_site(&root.join("prod"), &source, &rendered, "spec.template.spec.hostPID"),
+            Some(PatchSite { file: root.join("prod/uid.yaml"), line: 1 })
+        );
+        // The base's own directory is not searched: its patches are the base's.
+        assert_eq!(
+            patch_site(&root.join("base"), &source, &rendered, "spec.template.spec.securityContext.runAsUser"),
+            None
+        );
+    }
 }
