@@ -98,7 +98,8 @@ impl Run<'_> {
                         *counter += 1;
                         ((file.clone(), *counter - 1), display(&rendering.dir, &canonical[r], file), None)
                     }
-                    // No origin: this rendering's own, never merged.
+                    // No origin: this rendering's own, never merged (a key
+                    // no file has).
                     Origin::Unknown => ((canonical[r].join("\0"), position), own_file.display().to_string(), None),
                 };
                 let report = self.scratch(|run| {
