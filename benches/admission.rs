@@ -1,5 +1,5 @@
 //! The webhook's whole admission step per review, as `podgate serve` runs it
-//! for every request: `service::admit` (UTF-8 check, decode, UPDATE template
+//! for every request: `admission::admit` (UTF-8 check, decode, UPDATE template
 //! comparison, evaluate) and `Admission::response` (encode the answer) — the
 //! functions the HTTP handler calls, without TLS and HTTP around them.
 //!
@@ -11,8 +11,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+use podgate::admission;
 use podgate::config::Policy;
-use podgate::server::service;
 
 const FIXTURES: [(&str, &str); 5] = [
     ("pod-create", include_str!("../tests/fixtures/reviews/pod-create.json")),
@@ -24,7 +24,7 @@ const FIXTURES: [(&str, &str); 5] = [
 ];
 
 fn admit_and_encode(policy: &Policy, body: &[u8]) -> usize {
-    let admission = service::admit(policy, body).expect("fixture is a valid review");
+    let admission = admission::admit(policy, body).expect("fixture is a valid review");
     admission.response().len()
 }
 

@@ -14,8 +14,9 @@ use kube_core::DynamicObject;
 
 use podgate::config::Policy;
 use podgate::decode::review;
+use podgate::exemption::Subject;
 use podgate::extract::WorkloadKind;
-use podgate::verdict::{evaluate_object, Subject};
+use podgate::verdict::evaluate_object;
 
 const FIXTURES: [(&str, &str); 3] = [
     ("pod-create", include_str!("../tests/fixtures/reviews/pod-create.json")),

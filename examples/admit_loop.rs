@@ -1,5 +1,5 @@
 //! Runs the webhook's admission path (decode + evaluate + encode, the same
-//! `service::admit` and `Admission::response` the server calls) in a loop,
+//! `admission::admit` and `Admission::response` the server calls) in a loop,
 //! for profilers and for a noise-resistant timing:
 //!
 //! ```sh
@@ -15,11 +15,11 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use podgate::admission;
 use podgate::config::Policy;
-use podgate::server::service;
 
 fn admit(policy: &Policy, body: &[u8]) -> usize {
-    let admission = service::admit(policy, black_box(body)).expect("a valid review");
+    let admission = admission::admit(policy, black_box(body)).expect("a valid review");
     black_box(admission.response()).len()
 }
 

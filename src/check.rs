@@ -17,15 +17,16 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use crate::config::{Expiry, Mode, Policy};
+use crate::checks::Mode;
+use crate::config::Policy;
 use crate::decode::locate::Locator;
 use crate::decode::manifest::{for_each_document_with_source, DocumentError, SkipReason, Syntax};
-use crate::exemption;
+use crate::exemption::{self, Subject};
 use crate::extract::WorkloadKind;
 use crate::report::{self, render_text, ObjectResult, Problem, Report, Skipped, Tally};
 use crate::source::kustomize::Rendered;
 use crate::source::{self, HelmOptions, Input, RenderedDocument};
-use crate::verdict::{evaluate_object, Subject};
+use crate::verdict::evaluate_object;
 
 mod kustomize;
 use kustomize::Rendering;
@@ -55,7 +56,7 @@ pub struct CheckArgs {
     /// Override the policy's mode, e.g. `--mode enforce` to fail a pipeline
     /// on would-be denials while the cluster is still in audit mode.
     #[arg(long, value_enum)]
-    pub mode: Option<ModeArg>,
+    pub mode: Option<Mode>,
     /// Namespace assumed for objects that set none (for namespace
     /// exemptions); also the namespace charts are rendered for.
     #[arg(long, short = 'n')]
@@ -63,7 +64,7 @@ pub struct CheckArgs {
     /// Judge exemption expiry at this time instead of now: a date
     /// (2027-03-31, midnight UTC) or an RFC 3339 time, e.g. to see what
     /// is denied once a waiver has run out.
-    #[arg(long, value_name = "TIME", value_parser = parse_now)]
+    #[arg(long, value_name = "TIME", value_parser = exemption::parse_now)]
     pub now: Option<Timestamp>,
     /// Render Helm charts (directories with a Chart.yaml) with `helm
     /// template` and check what they render; without it a chart is skipped.
@@ -93,19 +94,6 @@ pub struct CheckArgs {
     pub paths: Vec<PathBuf>,
 }
 
-/// `--mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ModeArg {
-    Enforce,
-    Audit,
-}
-
-/// `--now`: a date or an RFC 3339 time, as `expires` is written. Shared by
-/// `podgate audit`, so both judge expiry the same way.
-pub(crate) fn parse_now(text: &str) -> Result<Timestamp, String> {
-    Expiry::parse(text).map(|expiry| expiry.at)
-}
-
 /// `--render-timeout`: a Go duration, more than zero.
 fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
     let duration = crate::duration::parse_non_negative(text).map_err(|e| e.to_string())?;
@@ -128,10 +116,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         None => Policy::default(),
     };
     if let Some(mode) = args.mode {
-        policy.mode = match mode {
-            ModeArg::Enforce => Mode::Enforce,
-            ModeArg::Audit => Mode::Audit,
-        };
+        policy.mode = mode;
     }
     let now = args.now.unwrap_or_else(Timestamp::now);
     if args.config.is_some() {
@@ -214,8 +199,11 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         Format::Json => serde_json::to_string_pretty(&report).expect("report serialises") + "\n",
         Format::Text => render_text(&report, tally),
         Format::Sarif => {
-            serde_json::to_string_pretty(&report::sarif::render(&report, tally, &policy)).expect("SARIF serialises")
-                + "\n"
+            // Relative paths in the report are relative to the working
+            // directory: that is `%SRCROOT%`.
+            let srcroot = std::env::current_dir().ok();
+            let log = report::sarif::render(&report, tally, &policy, srcroot.as_deref());
+            serde_json::to_string_pretty(&log).expect("SARIF serialises") + "\n"
         }
         Format::Github => report::github::render(&report, tally),
     };

@@ -1,41 +1,17 @@
 //! The policy: what the cluster admin configures (YAML, camelCase keys,
 //! unknown keys rejected), with the built-in defaults that apply without a file.
+//!
+//! It composes what the steps before it define: each check's rule
+//! ([`ChecksConfig`], [`Mode`] and the rule types live in [`crate::checks`]),
+//! plus the exemption rules, whose matching [`crate::exemption`] decides.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::checks::CheckId;
+use crate::checks::{CheckId, ChecksConfig, Mode};
 use crate::extract::WorkloadKind;
-
-/// `mode`: whether would-be denials deny (`enforce`) or only warn (`audit`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    #[default]
-    Enforce,
-    Audit,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Audit => "audit",
-        }
-    }
-}
-
-/// A check's `action`: what a finding of that check does to the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    #[default]
-    Deny,
-    Warn,
-    Off,
-}
 
 /// The whole policy file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,134 +162,6 @@ mod duration_text {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
         crate::duration::parse_non_negative(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// The settings of every check.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ChecksConfig {
-    #[serde(default)]
-    pub run_as_non_root: CheckRule,
-    #[serde(default)]
-    pub run_as_user: RunAsUserRule,
-    #[serde(default)]
-    pub allow_privilege_escalation: CheckRule,
-    #[serde(default)]
-    pub liveness_probe: CheckRule,
-    #[serde(default)]
-    pub readiness_probe: CheckRule,
-    #[serde(default)]
-    pub probe_settings: ProbeSettingsRule,
-}
-
-impl ChecksConfig {
-    /// The action and effective mode of a check under the global `mode`.
-    pub fn rollout(&self, check: CheckId, global: Mode) -> (Action, Mode) {
-        let (action, mode) = match check {
-            CheckId::RunAsNonRoot => (self.run_as_non_root.action, self.run_as_non_root.mode),
-            CheckId::RunAsUser => (self.run_as_user.action, self.run_as_user.mode),
-            CheckId::AllowPrivilegeEscalation => {
-                (self.allow_privilege_escalation.action, self.allow_privilege_escalation.mode)
-            }
-            CheckId::LivenessProbe => (self.liveness_probe.action, self.liveness_probe.mode),
-            CheckId::ReadinessProbe => (self.readiness_probe.action, self.readiness_probe.mode),
-            CheckId::ProbeSettings => (self.probe_settings.action, self.probe_settings.mode),
-        };
-        (action, mode.unwrap_or(global))
-    }
-}
-
-/// Settings of a check that has no options of its own.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CheckRule {
-    /// `deny` (default), `warn` or `off`.
-    #[serde(default)]
-    pub action: Action,
-    /// Overrides the global `mode` for this check: enforce one check while
-    /// the rest is still in audit, or the other way round.
-    #[serde(default)]
-    pub mode: Option<Mode>,
-}
-
-/// `checks.runAsUser`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RunAsUserRule {
-    #[serde(default)]
-    pub action: Action,
-    #[serde(default)]
-    pub mode: Option<Mode>,
-    /// Lowest UID allowed (default 1000, keeping clear of system users).
-    #[serde(default = "default_min_uid")]
-    pub min_uid: i64,
-    /// Highest UID allowed (default: no limit).
-    #[serde(default)]
-    pub max_uid: Option<i64>,
-}
-
-fn default_min_uid() -> i64 {
-    1000
-}
-
-impl Default for RunAsUserRule {
-    fn default() -> Self {
-        RunAsUserRule { action: Action::Deny, mode: None, min_uid: default_min_uid(), max_uid: None }
-    }
-}
-
-/// `checks.probeSettings`: bounds for every probe that is present.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ProbeSettingsRule {
-    #[serde(default)]
-    pub action: Action,
-    #[serde(default)]
-    pub mode: Option<Mode>,
-    /// Largest `timeoutSeconds` allowed (default 60).
-    #[serde(default = "default_max_timeout_seconds")]
-    pub max_timeout_seconds: i64,
-    /// Smallest `periodSeconds` allowed (default 1, the API minimum).
-    #[serde(default = "default_min_period_seconds")]
-    pub min_period_seconds: i64,
-    /// Largest `periodSeconds` allowed (default 300).
-    #[serde(default = "default_max_period_seconds")]
-    pub max_period_seconds: i64,
-    /// Largest `initialDelaySeconds` allowed (default 300; a slow starter
-    /// wants a startupProbe instead).
-    #[serde(default = "default_max_initial_delay_seconds")]
-    pub max_initial_delay_seconds: i64,
-    /// Flag a liveness probe whose handler is the same as the readiness
-    /// probe's (default false): a dependency outage then restarts the container.
-    #[serde(default)]
-    pub forbid_identical_liveness_readiness: bool,
-}
-
-fn default_max_timeout_seconds() -> i64 {
-    60
-}
-fn default_min_period_seconds() -> i64 {
-    1
-}
-fn default_max_period_seconds() -> i64 {
-    300
-}
-fn default_max_initial_delay_seconds() -> i64 {
-    300
-}
-
-impl Default for ProbeSettingsRule {
-    fn default() -> Self {
-        ProbeSettingsRule {
-            action: Action::Deny,
-            mode: None,
-            max_timeout_seconds: default_max_timeout_seconds(),
-            min_period_seconds: default_min_period_seconds(),
-            max_period_seconds: default_max_period_seconds(),
-            max_initial_delay_seconds: default_max_initial_delay_seconds(),
-            forbid_identical_liveness_readiness: false,
-        }
     }
 }
 
@@ -542,32 +390,7 @@ impl Policy {
 
     /// Rejects settings that parse but make no sense.
     pub fn validate(&self) -> Result<(), String> {
-        let uid = &self.checks.run_as_user;
-        if uid.min_uid < 1 {
-            return Err(format!("checks.runAsUser.minUid: must be at least 1 (UID 0 is root), got {}", uid.min_uid));
-        }
-        if let Some(max) = uid.max_uid {
-            if max < uid.min_uid {
-                return Err(format!("checks.runAsUser.maxUid: {max} is below minUid {}", uid.min_uid));
-            }
-        }
-        let kubernetes_max = crate::checks::run_as_user::KUBERNETES_MAX_UID;
-        if uid.max_uid.unwrap_or(uid.min_uid) > kubernetes_max || uid.min_uid > kubernetes_max {
-            return Err(format!("checks.runAsUser: UIDs above {kubernetes_max} are not valid in Kubernetes"));
-        }
-        let probes = &self.checks.probe_settings;
-        if probes.max_timeout_seconds < 1 {
-            return Err("checks.probeSettings.maxTimeoutSeconds: must be at least 1".to_owned());
-        }
-        if probes.min_period_seconds < 1 {
-            return Err("checks.probeSettings.minPeriodSeconds: must be at least 1".to_owned());
-        }
-        if probes.max_period_seconds < probes.min_period_seconds {
-            return Err("checks.probeSettings.maxPeriodSeconds: is below minPeriodSeconds".to_owned());
-        }
-        if probes.max_initial_delay_seconds < 0 {
-            return Err("checks.probeSettings.maxInitialDelaySeconds: must not be negative".to_owned());
-        }
+        self.checks.validate()?;
         let mut names = std::collections::HashSet::new();
         for (i, exemption) in self.exemptions.iter().enumerate() {
             if exemption.reason.trim().is_empty() {
@@ -652,6 +475,7 @@ fn is_blank_yaml(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::{Action, CheckRule};
 
     #[test]
     fn empty_file_is_the_default_policy() {

@@ -1,7 +1,7 @@
 //! Part of step 4: which exemption rules apply to an object at a given time.
-//! [`crate::verdict::evaluate`] is the one decision every path takes (the
-//! webhook, `podgate check`, and whatever lists stored objects); this module
-//! holds what it asks of a rule:
+//! `verdict::evaluate` is the one decision every path takes (the webhook,
+//! `podgate check`, and whatever lists stored objects); this module holds
+//! what it asks of a rule, and the [`Subject`] it asks about:
 //!
 //! - **Objects a workload owns.** A rule naming a workload covers the objects
 //!   its controllers create, decided from the object's own controller
@@ -29,9 +29,45 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::checks::{CheckId, PodView};
-use crate::config::{glob_matches, Exemption, ExemptionEffect, ObjectSelector, Policy};
+use crate::config::{glob_matches, Exemption, ExemptionEffect, Expiry, ObjectSelector, Policy};
+use crate::decode::model::{Object, OwnerReference, Text};
 use crate::extract::WorkloadKind;
-use crate::verdict::Subject;
+
+/// The object and who sent it, for exemptions. Offline checks know no user.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Subject<'r> {
+    pub namespace: Option<&'r str>,
+    /// The requesting user (webhook, or an `AdmissionReview` file).
+    pub username: Option<&'r str>,
+    pub groups: &'r [Text<'r>],
+    /// The object's kind; `verdict::evaluate_object` fills it in when unset.
+    pub kind: Option<WorkloadKind>,
+    /// The object's `metadata.name` (or `generateName`).
+    pub name: Option<&'r str>,
+    /// The object's `metadata.ownerReferences`.
+    pub owner_references: &'r [OwnerReference<'r>],
+    /// `true` for an object as stored or written (`check`, `audit`): there is
+    /// no request, so its ownerReferences are taken as they are. `false` in
+    /// the webhook: they count only when the owner's controller sends the
+    /// object (see the module documentation).
+    pub as_stored: bool,
+}
+
+impl<'r> Subject<'r> {
+    /// An object as stored or written, with no requesting user: namespace
+    /// (unless given), name and ownerReferences from its metadata.
+    pub fn stored(kind: WorkloadKind, object: &'r Object<'r>, namespace: Option<&'r str>) -> Subject<'r> {
+        let metadata = object.metadata.as_ref();
+        Subject {
+            namespace: namespace.or_else(|| metadata.and_then(|m| m.namespace.as_deref())),
+            kind: Some(kind),
+            name: metadata.and_then(|m| m.name.as_deref().or(m.generate_name.as_deref())),
+            owner_references: metadata.map_or(&[], |m| m.owner_references.as_slice()),
+            as_stored: true,
+            ..Subject::default()
+        }
+    }
+}
 
 /// Where the decision's `now` comes from: the system clock, or a fixed
 /// instant (tests, `podgate check --now`).
@@ -49,6 +85,12 @@ impl Clock {
             Clock::Fixed(at) => at,
         }
     }
+}
+
+/// `--now` (`podgate check`, `podgate audit`): a date or an RFC 3339 time,
+/// read as `expires` is, so that every command judges expiry the same way.
+pub fn parse_now(text: &str) -> Result<Timestamp, String> {
+    Expiry::parse(text).map(|expiry| expiry.at)
 }
 
 /// Where a rule stands at some instant.
@@ -363,7 +405,6 @@ fn overlap(a: &Exemption, b: &Exemption) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::model::{OwnerReference, Text};
 
     fn owner(api_version: &'static str, kind: &'static str, name: &'static str) -> OwnerReference<'static> {
         OwnerReference {

@@ -1,5 +1,7 @@
 //! Step 4 of the data flow: apply exemptions, run the checks, and turn their
 //! findings into a verdict according to each check's action and mode.
+//! Which exemption rules apply to whom ([`Subject`]) is
+//! [`crate::exemption`]'s part; this module only asks it.
 //!
 //! [`evaluate`] is the one decision: the webhook, `podgate check` and every
 //! other path call it with the object, who sent it (if anyone) and the time,
@@ -7,10 +9,10 @@
 
 use jiff::Timestamp;
 
-use crate::checks::{CheckId, Finding, PodView, CHECKS};
-use crate::config::{Action, Exemption, ExemptionEffect, Mode, Policy};
-use crate::decode::model::{Object, OwnerReference, Text};
-use crate::exemption::{self, ExpiryState};
+use crate::checks::{Action, CheckId, Finding, Mode, PodView, CHECKS};
+use crate::config::{Exemption, ExemptionEffect, Policy};
+use crate::decode::model::Object;
+use crate::exemption::{self, ExpiryState, Subject};
 use crate::extract::{pod_target, WorkloadKind};
 
 /// What a finding does to the request.
@@ -49,42 +51,6 @@ impl Violation {
         match self.effect {
             Effect::Audit => format!("would deny (audit mode): {}", self.finding.message),
             _ => self.finding.message.clone(),
-        }
-    }
-}
-
-/// The object and who sent it, for exemptions. Offline checks know no user.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Subject<'r> {
-    pub namespace: Option<&'r str>,
-    /// The requesting user (webhook, or an `AdmissionReview` file).
-    pub username: Option<&'r str>,
-    pub groups: &'r [Text<'r>],
-    /// The object's kind; [`evaluate_object`] fills it in when unset.
-    pub kind: Option<WorkloadKind>,
-    /// The object's `metadata.name` (or `generateName`).
-    pub name: Option<&'r str>,
-    /// The object's `metadata.ownerReferences`.
-    pub owner_references: &'r [OwnerReference<'r>],
-    /// `true` for an object as stored or written (`check`, `audit`): there is
-    /// no request, so its ownerReferences are taken as they are. `false` in
-    /// the webhook: they count only when the owner's controller sends the
-    /// object (see [`crate::exemption`]).
-    pub as_stored: bool,
-}
-
-impl<'r> Subject<'r> {
-    /// An object as stored or written, with no requesting user: namespace
-    /// (unless given), name and ownerReferences from its metadata.
-    pub fn stored(kind: WorkloadKind, object: &'r Object<'r>, namespace: Option<&'r str>) -> Subject<'r> {
-        let metadata = object.metadata.as_ref();
-        Subject {
-            namespace: namespace.or_else(|| metadata.and_then(|m| m.namespace.as_deref())),
-            kind: Some(kind),
-            name: metadata.and_then(|m| m.name.as_deref().or(m.generate_name.as_deref())),
-            owner_references: metadata.map_or(&[], |m| m.owner_references.as_slice()),
-            as_stored: true,
-            ..Subject::default()
         }
     }
 }

@@ -375,7 +375,7 @@ fn auditor(cluster: &Cluster, ns: &str, client: kube::Client) -> Auditor {
         interval: None,
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
         policy_reports: true,
-        log_format: podgate::server::LogFormat::Text,
+        log_format: podgate::telemetry::LogFormat::Text,
     };
     Auditor::new(client, podgate::config::Policy::default(), args)
 }

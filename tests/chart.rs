@@ -287,12 +287,17 @@ impl Rendering {
         &webhooks[0]
     }
 
+    /// The ConfigMap of the policy (not the dashboard's).
+    fn policy_config_map(&self) -> &Value {
+        let all: Vec<&Value> =
+            self.all("ConfigMap").into_iter().filter(|c| c["data"]["policy.yaml"].is_string()).collect();
+        assert_eq!(all.len(), 1, "{}: one ConfigMap with data.policy.yaml", self.label);
+        all[0]
+    }
+
     /// The policy file the ConfigMap carries.
     fn policy_text(&self) -> String {
-        self.one("ConfigMap")["data"]["policy.yaml"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{}: ConfigMap without data.policy.yaml", self.label))
-            .to_owned()
+        self.policy_config_map()["data"]["policy.yaml"].as_str().unwrap().to_owned()
     }
 
     fn policy(&self) -> Value {
@@ -801,7 +806,7 @@ fn common_invariants(r: &Rendering) {
         assert!(mount.get("subPath").is_none(), "{label}: subPath mounts are never updated: no hot reload");
     }
     let volumes = &pod["volumes"];
-    assert_eq!(volumes[1]["configMap"]["name"], r.one("ConfigMap")["metadata"]["name"], "{label}");
+    assert_eq!(volumes[1]["configMap"]["name"], r.policy_config_map()["metadata"]["name"], "{label}");
     if let Some(secret) = r.maybe("Secret") {
         assert_eq!(volumes[0]["secret"]["secretName"], secret["metadata"]["name"], "{label}");
     }
@@ -1610,7 +1615,8 @@ fn docs_document_every_value() {
 /// Leaf keys of the values: maps are walked, except empty ones and the
 /// free-form Kubernetes structures, which are documented as a whole.
 fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
-    const WHOLE: [&str; 9] = [
+    const WHOLE: [&str; 10] = [
+        "grafana.labels",
         "resources",
         "audit.resources",
         "livenessProbe",
@@ -1695,4 +1701,137 @@ fn enforcement_vap_and_both() {
 
     let schema = try_render(&tools.helm, &chart_dir(), NAMESPACE, &[], &["enforcement=cel"]).unwrap_err();
     assert!(schema.contains("enforcement"), "{schema}");
+}
+
+// ---------------------------------------------------------------------------
+// The Grafana dashboard
+// ---------------------------------------------------------------------------
+
+/// The dashboard file the chart carries.
+fn dashboard_file() -> String {
+    std::fs::read_to_string(chart_dir().join("files/dashboards/podgate.json")).unwrap()
+}
+
+/// The dashboard's shape, checked statically (tests/dashboard.rs runs every
+/// query against a real Prometheus): the datasource is a variable, every
+/// panel and query uses it, podgate's series are selected by the job
+/// variables only (podgate's metrics carry no namespace or name), and every
+/// metric podgate exports is on a panel.
+fn check_dashboard(what: &str, dashboard: &Value) {
+    assert_eq!(dashboard["uid"], "podgate", "{what}");
+    assert_eq!(dashboard["title"], "podgate", "{what}");
+    let variables = dashboard["templating"]["list"].as_array().expect("templating.list");
+    let datasource = variables.iter().find(|v| v["name"] == "datasource").expect("a datasource variable");
+    assert_eq!(datasource["type"], "datasource", "{what}");
+    assert_eq!(datasource["query"], "prometheus", "{what}");
+    let by_ds = json!({"type": "prometheus", "uid": "${datasource}"});
+    for variable in variables.iter().filter(|v| v["type"] == "query") {
+        assert_eq!(variable["datasource"], by_ds, "{what}: variable {}", variable["name"]);
+    }
+    let names: BTreeSet<&str> = variables.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["audit_job", "datasource", "job"].into(), "{what}");
+
+    let mut ids = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        assert!(ids.insert(panel["id"].as_u64().expect("panel id")), "{what}: panel id of {title} twice");
+        let grid = &panel["gridPos"];
+        assert!(grid["x"].as_u64().unwrap() + grid["w"].as_u64().unwrap() <= 24, "{what}: {title} is too wide");
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert!(panel["description"].as_str().is_some_and(|d| !d.is_empty()), "{what}: {title} has no description");
+        assert_eq!(panel["datasource"], by_ds, "{what}: {title}");
+        let targets = panel["targets"].as_array().unwrap_or_else(|| panic!("{what}: {title} has no queries"));
+        assert!(!targets.is_empty(), "{what}: {title} has no queries");
+        for target in targets {
+            assert_eq!(target["datasource"], by_ds, "{what}: {title}");
+            let expr = target["expr"].as_str().unwrap_or_else(|| panic!("{what}: {title}: no expr"));
+            expr_sane(&format!("{what}: {title}"), expr);
+            for forbidden in ["namespace", "pod=", "pod!", "name="] {
+                assert!(!expr.contains(forbidden), "{what}: {title}: podgate's series have no {forbidden}: {expr}");
+            }
+            // Each series selector is scoped by its job variable.
+            for (start, _) in expr.match_indices("podgate_").chain(expr.match_indices("up{")) {
+                let name: String =
+                    expr[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let selector = &expr[start + name.len()..];
+                let job = if name.starts_with("podgate_audit_") { "$audit_job" } else { "$job" };
+                assert!(
+                    selector.starts_with(&format!("{{job=~\"{job}\"")),
+                    "{what}: {title}: {name} is not selected by job=~\"{job}\": {expr}"
+                );
+                let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(&name);
+                used.insert(base.to_owned());
+            }
+        }
+    }
+    for metric in METRICS {
+        assert!(used.contains(metric), "{what}: no panel shows {metric}");
+    }
+}
+
+/// `grafana.enabled`: a ConfigMap with the dashboard file, labelled for the
+/// Grafana sidecar, in the release namespace, next to every other object
+/// (the policy's ConfigMap stays the one the Deployment mounts); under the
+/// 1 MiB a ConfigMap may hold.
+#[test]
+fn grafana_dashboard() {
+    let Some(tools) = scenario_tools("grafana_dashboard") else { return };
+    assert!(render(&tools.helm, &[], &[]).all("ConfigMap").len() == 1, "off by default");
+
+    let r = render(&tools.helm, &[&fixture("everything.yaml")], &["grafana.enabled=true"]);
+    check_rendering(&tools, &r);
+    let label = &r.label;
+    let cm = r.named("ConfigMap", &format!("{RELEASE}-dashboard"));
+    keys(label, cm, &["apiVersion", "kind", "metadata", "data"], &["apiVersion", "kind", "metadata", "data"]);
+    assert_eq!(cm["metadata"]["namespace"], NAMESPACE, "{label}");
+    let labels = &cm["metadata"]["labels"];
+    assert_eq!(labels["grafana_dashboard"], "1", "{label}: the kube-prometheus-stack sidecar's label");
+    assert_eq!(labels["example.com/team"], "platform", "{label}: commonLabels too");
+    assert_eq!(cm["metadata"]["annotations"]["example.com/contact"], "platform@example.com", "{label}");
+    let data = cm["data"].as_object().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["podgate.json"], "{label}");
+    let text = data["podgate.json"].as_str().unwrap();
+    assert_eq!(text, dashboard_file().trim(), "{label}: the file, byte for byte");
+    let dashboard: Value = serde_json::from_str(text).expect("the dashboard is JSON");
+    check_dashboard(label, &dashboard);
+    let raw = &r.docs.iter().find(|d| d.name() == format!("{RELEASE}-dashboard")).unwrap().raw;
+    assert!(raw.len() < 1024 * 1024, "{label}: the ConfigMap is {} bytes; a ConfigMap holds at most 1 MiB", raw.len());
+    // The Deployment mounts the policy, not the dashboard.
+    let volumes = &r.deployment()["spec"]["template"]["spec"]["volumes"];
+    assert_eq!(volumes[1]["configMap"]["name"], format!("{RELEASE}-policy"), "{label}");
+
+    // Another namespace (where Grafana runs), other labels, a folder.
+    let set = [
+        "grafana.enabled=true",
+        "grafana.namespace=monitoring",
+        "grafana.labels.grafana_dashboard=null",
+        "grafana.labels.dashboards=security",
+        "grafana.annotations.grafana_folder=Security",
+    ];
+    let r = render(&tools.helm, &[], &set);
+    validate_builtin_kinds(&tools.kubernetes_validate, &r);
+    let cm = r.named("ConfigMap", &format!("{RELEASE}-dashboard"));
+    assert_eq!(cm["metadata"]["namespace"], "monitoring", "{}", r.label);
+    assert_eq!(cm["metadata"]["labels"]["dashboards"], "security", "{}", r.label);
+    assert!(cm["metadata"]["labels"].get("grafana_dashboard").is_none(), "{}: the default label dropped", r.label);
+    assert_eq!(cm["metadata"]["labels"]["app.kubernetes.io/instance"], RELEASE, "{}", r.label);
+    assert_eq!(cm["metadata"]["annotations"], json!({"grafana_folder": "Security"}), "{}", r.label);
+    assert_eq!(r.policy_config_map()["metadata"]["namespace"], NAMESPACE, "{}: only the dashboard moves", r.label);
+
+    // No webhook, no metrics: no dashboard.
+    let vap = render(&tools.helm, &[], &["enforcement=vap", "grafana.enabled=true"]);
+    assert!(vap.all("ConfigMap").is_empty(), "{}", vap.label);
+
+    for (set, expect) in [
+        ("grafana.enabled=yes", "grafana.enabled: Invalid type. Expected: boolean, given: string"),
+        ("grafana.namespace=Monitoring", "grafana.namespace: Does not match pattern"),
+        ("grafana.labels.grafana_dashboard=1", "Invalid type. Expected: string, given: integer"),
+        ("grafana.folder=Security", "Additional property folder is not allowed"),
+    ] {
+        let e = try_render(&tools.helm, &chart_dir(), NAMESPACE, &[], &[set]).expect_err(set);
+        assert!(e.contains(expect), "--set {set}: expected {expect:?} in:\n{e}");
+    }
 }

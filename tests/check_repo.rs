@@ -61,10 +61,15 @@ fn podgate(args: &[&str]) -> Output {
 }
 
 fn podgate_with_path(args: &[&str], path: &OsString) -> Output {
+    podgate_in(&repo(), args, path)
+}
+
+/// Runs the real binary in `dir`.
+fn podgate_in(dir: &Path, args: &[&str], path: &OsString) -> Output {
     Command::new(env!("CARGO_BIN_EXE_podgate"))
         .arg("check")
         .args(args)
-        .current_dir(repo())
+        .current_dir(dir)
         .env("PATH", path)
         .env_remove("PODGATE_CONFIG")
         .output()
@@ -342,6 +347,106 @@ fn sarif_passes_the_sarif_multitool_and_points_at_fields() {
     expected_sorted.sort();
     assert_eq!(sorted, expected_sorted);
     assert_eq!(run["invocations"][0]["executionSuccessful"], true);
+}
+
+/// Every `artifactLocation` of a SARIF log: (uri, uriBaseId).
+fn artifact_locations(sarif: &Value) -> Vec<(String, Option<String>)> {
+    let run = &sarif["runs"][0];
+    let results = run["results"].as_array().unwrap().iter();
+    let notifications = run["invocations"][0]["toolExecutionNotifications"].as_array().into_iter().flatten();
+    results
+        .chain(notifications)
+        .flat_map(|r| r["locations"].as_array().unwrap())
+        .map(|l| {
+            let artifact = &l["physicalLocation"]["artifactLocation"];
+            (artifact["uri"].as_str().unwrap().to_owned(), artifact["uriBaseId"].as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
+/// The path of a `file://` URI, `%XX` escapes decoded.
+fn file_uri_path(uri: &str) -> PathBuf {
+    let encoded = uri.strip_prefix("file://").unwrap_or_else(|| panic!("{uri} is not a file URI"));
+    let bytes = encoded.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            decoded.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(String::from_utf8(decoded).unwrap())
+}
+
+#[test]
+fn sarif_uris_have_no_dot_segments_for_parent_and_absolute_paths() {
+    if !have("sarif_uris_have_no_dot_segments_for_parent_and_absolute_paths", &["sarif-multitool"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The working directory as the process sees it: no symbolic links.
+    let root = std::fs::canonicalize(repo()).unwrap();
+    let worker = root.join("manifests").join("worker.yaml");
+
+    // `../manifests` from a subdirectory: outside the working directory,
+    // so absolute `file://` URIs, without the `..`.
+    let subdirectory = root.join("deploy");
+    let outside = podgate_in(&subdirectory, &["--format", "sarif", "../manifests"], &path_with_tools());
+    assert_eq!(outside.status.code(), Some(1), "stderr: {}", stderr(&outside));
+    let outside_sarif: Value = serde_json::from_slice(&outside.stdout).unwrap();
+    let locations = artifact_locations(&outside_sarif);
+    assert!(!locations.is_empty());
+    for (uri, base) in &locations {
+        assert!(uri.starts_with("file:///") && !uri.contains("/../") && !uri.contains("/./"), "{uri}");
+        assert_eq!(base, &None, "{uri}");
+        let path = file_uri_path(uri);
+        assert!(path.is_file() && path.starts_with(root.join("manifests")), "{uri}");
+    }
+    assert!(locations.iter().any(|(uri, _)| file_uri_path(uri) == worker), "{locations:?}");
+    let srcroot = outside_sarif["runs"][0]["originalUriBaseIds"]["%SRCROOT%"]["uri"].as_str().unwrap();
+    assert!(srcroot.ends_with('/'), "{srcroot}");
+    assert_eq!(file_uri_path(srcroot.trim_end_matches('/')), subdirectory);
+
+    // An absolute path through `..` that ends under the working directory:
+    // relative references against %SRCROOT%, as for a plain relative path.
+    let through = root.join("deploy").join("..").join("manifests");
+    let inside = podgate(&["--format", "sarif", through.to_str().unwrap()]);
+    assert_eq!(inside.status.code(), Some(1), "stderr: {}", stderr(&inside));
+    let inside_sarif: Value = serde_json::from_slice(&inside.stdout).unwrap();
+    let plain: Value = serde_json::from_slice(&podgate(&["--format", "sarif", "manifests"]).stdout).unwrap();
+    let locations = artifact_locations(&inside_sarif);
+    assert_eq!(locations, artifact_locations(&plain));
+    let srcroot = file_uri_path(inside_sarif["runs"][0]["originalUriBaseIds"]["%SRCROOT%"]["uri"].as_str().unwrap());
+    for (uri, base) in &locations {
+        assert!(uri.starts_with("manifests/"), "{uri}");
+        assert_eq!(base.as_deref(), Some("%SRCROOT%"), "{uri}");
+        assert!(srcroot.join(uri).is_file(), "{uri} does not resolve against {}", srcroot.display());
+    }
+    assert!(locations.contains(&("manifests/worker.yaml".to_owned(), Some("%SRCROOT%".to_owned()))));
+
+    let outside_log = dir.path().join("outside.sarif");
+    std::fs::write(&outside_log, &outside.stdout).unwrap();
+    let inside_log = dir.path().join("inside.sarif");
+    std::fs::write(&inside_log, &inside.stdout).unwrap();
+    let problems = multitool_validate(&[&outside_log, &inside_log]);
+    assert_eq!(problems.len(), 2, "SARIF Multitool: {problems:#?}");
+    assert!(problems.iter().all(|p| p.starts_with("warning SARIF2005")), "{problems:#?}");
+
+    // What podgate wrote before: the `..` kept in a file URI. The multitool
+    // refuses it, so the check above is not a formality.
+    let mut dotted = outside_sarif.clone();
+    let location = &mut dotted["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"];
+    let uri = location["uri"].as_str().unwrap().replace("/manifests/", "/deploy/../manifests/");
+    location["uri"] = uri.into();
+    let dotted_log = dir.path().join("dotted.sarif");
+    std::fs::write(&dotted_log, serde_json::to_vec(&dotted).unwrap()).unwrap();
+    let problems = multitool_validate(&[&dotted_log]);
+    assert!(problems.iter().any(|p| p.starts_with("error SARIF1002")), "{problems:#?}");
 }
 
 /// The errors and warnings `sarif-multitool validate` reports on `logs`.

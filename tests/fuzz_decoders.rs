@@ -16,8 +16,9 @@ use podgate::config::Policy;
 use podgate::decode::locate::Locator;
 use podgate::decode::manifest::{for_each_document_with_source, Syntax};
 use podgate::decode::review;
+use podgate::exemption::Subject;
 use podgate::extract::WorkloadKind;
-use podgate::verdict::{evaluate_object, Subject};
+use podgate::verdict::evaluate_object;
 
 fn fixture(relative: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)).unwrap()
@@ -79,7 +80,7 @@ fn review_through_engine(body: &[u8], policy: &Policy) -> bool {
     fast_decoder_agrees_with_serde_json(body);
     // The webhook's own path (UTF-8 check, fast decoder, dispatch, engine,
     // response encoding) must answer too, with a verdict or an error.
-    if let Ok(admission) = podgate::server::service::admit(policy, body) {
+    if let Ok(admission) = podgate::admission::admit(policy, body) {
         let _ = admission.response();
     }
     let Ok(review) = review::decode(body) else { return false };

@@ -5,7 +5,8 @@ use libfuzzer_sys::fuzz_target;
 use podgate::config::Policy;
 use podgate::decode::manifest::{for_each_document, Syntax};
 use podgate::extract::WorkloadKind;
-use podgate::verdict::{evaluate_object, Subject};
+use podgate::exemption::Subject;
+use podgate::verdict::evaluate_object;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

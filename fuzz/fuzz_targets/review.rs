@@ -5,7 +5,8 @@ use libfuzzer_sys::fuzz_target;
 use podgate::config::Policy;
 use podgate::decode::review;
 use podgate::extract::WorkloadKind;
-use podgate::verdict::{evaluate_object, Subject};
+use podgate::exemption::Subject;
+use podgate::verdict::evaluate_object;
 
 fuzz_target!(|body: &[u8]| {
     let Ok(review) = review::decode(body) else { return };

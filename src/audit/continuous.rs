@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use kube::Client;
@@ -25,7 +25,7 @@ use kube::Client;
 use super::metrics::AuditMetrics;
 use super::{audit, policyreport, AuditArgs};
 use crate::config::Policy;
-use crate::server::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
+use crate::telemetry;
 
 /// What the ops endpoints read.
 #[derive(Debug, Default)]
@@ -45,16 +45,7 @@ pub fn ops_router(state: Arc<OpsState>) -> Router {
 }
 
 async fn metrics(State(state): State<Arc<OpsState>>, headers: HeaderMap) -> Response {
-    let openmetrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .any(|value| value.to_str().is_ok_and(|accept| accept.contains("application/openmetrics-text")));
-    let (content_type, body) = if openmetrics {
-        (OPENMETRICS_CONTENT_TYPE, state.metrics.render())
-    } else {
-        (PROMETHEUS_TEXT_CONTENT_TYPE, state.metrics.render_prometheus_text())
-    };
-    ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+    telemetry::metrics::scrape_response(&headers, || state.metrics.render())
 }
 
 async fn readyz(State(state): State<Arc<OpsState>>) -> (StatusCode, &'static str) {
@@ -67,7 +58,7 @@ async fn readyz(State(state): State<Arc<OpsState>>) -> (StatusCode, &'static str
 
 /// Runs until SIGTERM or Ctrl-C; exit code 2 only when it cannot start.
 pub async fn run(args: &AuditArgs, policy: Policy) -> ExitCode {
-    crate::server::init_subscriber(args.log_format, std::io::stdout);
+    telemetry::init_subscriber(args.log_format, std::io::stdout);
     let client = match args.client().await {
         Ok(client) => client,
         Err(e) => {

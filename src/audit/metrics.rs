@@ -161,12 +161,12 @@ impl AuditMetrics {
 
     /// OpenMetrics text, ending with `# EOF`.
     pub fn render(&self) -> String {
-        crate::server::metrics::render_openmetrics(&self.registry, 4 * 1024)
+        crate::telemetry::metrics::render_openmetrics(&self.registry, 4 * 1024)
     }
 
     /// The Prometheus text format 0.0.4 (what `promtool check metrics` reads).
     pub fn render_prometheus_text(&self) -> String {
-        crate::server::metrics::prometheus_text(&self.render())
+        crate::telemetry::metrics::prometheus_text(&self.render())
     }
 }
 

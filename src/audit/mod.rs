@@ -21,11 +21,12 @@ use std::time::Duration;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use crate::check::ModeArg;
-use crate::config::{Mode, Policy};
+use crate::checks::Mode;
+use crate::config::Policy;
 use crate::decode::model::Object;
+use crate::exemption::Subject;
 use crate::report::{render_audit_text, ObjectResult, Report};
-use crate::verdict::{evaluate_object, Subject};
+use crate::verdict::evaluate_object;
 use owners::Grouper;
 use source::{for_each_page, Resource, SourceError, RESOURCES};
 
@@ -44,7 +45,7 @@ pub struct AuditArgs {
     pub config: Option<PathBuf>,
     /// Override the policy's mode: `--mode enforce` lists what enforcing would deny.
     #[arg(long, env = "PODGATE_MODE", value_enum)]
-    pub mode: Option<ModeArg>,
+    pub mode: Option<Mode>,
     /// Output format of a one-shot audit.
     #[arg(long, value_enum, default_value = "text")]
     pub format: AuditFormat,
@@ -54,7 +55,7 @@ pub struct AuditArgs {
     /// Objects per list request (`limit`); memory holds one page at a time.
     /// Judge exemption expiry at this time instead of the clock (a date or
     /// an RFC 3339 time), as `podgate check --now` does.
-    #[arg(long, value_name = "TIME", value_parser = crate::check::parse_now)]
+    #[arg(long, value_name = "TIME", value_parser = crate::exemption::parse_now)]
     pub now: Option<jiff::Timestamp>,
     #[arg(long, env = "PODGATE_AUDIT_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub page_size: u32,
@@ -78,11 +79,11 @@ pub struct AuditArgs {
     pub policy_reports: bool,
     /// Log format in continuous mode.
     #[arg(long, env = "PODGATE_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: crate::server::LogFormat,
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
-    let interval = crate::server::args::parse_duration(text)?;
+    let interval = crate::duration::parse_non_negative(text).map_err(|e| e.to_string())?;
     if interval < Duration::from_secs(1) {
         return Err("must be at least 1s".to_owned());
     }
@@ -97,10 +98,7 @@ impl AuditArgs {
             None => Policy::default(),
         };
         if let Some(mode) = self.mode {
-            policy.mode = match mode {
-                ModeArg::Enforce => Mode::Enforce,
-                ModeArg::Audit => Mode::Audit,
-            };
+            policy.mode = mode;
         }
         Ok(policy)
     }

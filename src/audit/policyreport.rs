@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::source::percent_encode;
-use crate::checks::CheckId;
-use crate::config::{Action, Policy};
+use crate::checks::{Action, CheckId};
+use crate::config::Policy;
 use crate::report::{ObjectResult, Report, ViolationResult};
 
 /// The collection the reports live in.

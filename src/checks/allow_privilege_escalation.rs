@@ -7,8 +7,7 @@
 //! so there the check forbids `windowsOptions.hostProcess: true` at pod and
 //! container level instead, as Pod Security Admission does.
 
-use super::{CheckId, Finding, PodView};
-use crate::config::ChecksConfig;
+use super::{CheckId, ChecksConfig, Finding, PodView};
 
 const FIELD: &str = "securityContext.allowPrivilegeEscalation";
 const PRIVILEGED: &str = "securityContext.privileged";

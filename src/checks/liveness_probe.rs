@@ -1,8 +1,7 @@
 //! `livenessProbe`: required on every regular container and sidecar of a
 //! long-running pod, so a hung process is restarted.
 
-use super::{require_probe, CheckId, Finding, PodView};
-use crate::config::ChecksConfig;
+use super::{require_probe, CheckId, ChecksConfig, Finding, PodView};
 
 pub fn check(pod: &PodView<'_, '_>, _config: &ChecksConfig, out: &mut Vec<Finding>) {
     require_probe(pod, CheckId::LivenessProbe, "livenessProbe", |c| c.liveness_probe.is_some(), out);

@@ -2,14 +2,15 @@
 //!
 //! A check is a pure, synchronous function of one pod spec (and its own
 //! settings) that appends [`Finding`]s; a failed check is data, not an error.
-//! Adding a check takes one file here, one [`CheckId`] variant, its settings
-//! in `config::ChecksConfig` and one line in [`CHECKS`].
+//! Adding a check takes one file here (with its rule type, when it has
+//! options beyond [`CheckRule`]), one [`CheckId`] variant, its field in
+//! [`ChecksConfig`] and one line in [`CHECKS`]. The checks know nothing of
+//! the policy file: `config` composes their rules, `verdict` applies them.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ChecksConfig;
 use crate::decode::model::{Container, PodSpec, WindowsOptions};
 use crate::extract::PodTarget;
 
@@ -17,8 +18,13 @@ pub mod allow_privilege_escalation;
 pub mod liveness_probe;
 pub mod probe_settings;
 pub mod readiness_probe;
+mod rule;
 pub mod run_as_non_root;
 pub mod run_as_user;
+
+pub use probe_settings::ProbeSettingsRule;
+pub use rule::{Action, CheckRule, Mode};
+pub use run_as_user::RunAsUserRule;
 
 /// The signature every check has.
 pub type CheckFn = fn(&PodView<'_, '_>, &ChecksConfig, &mut Vec<Finding>);
@@ -32,6 +38,48 @@ pub const CHECKS: [(CheckId, CheckFn); 6] = [
     (CheckId::ReadinessProbe, readiness_probe::check),
     (CheckId::ProbeSettings, probe_settings::check),
 ];
+
+/// The settings of every check: the policy's `checks` key, one rule per check.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChecksConfig {
+    #[serde(default)]
+    pub run_as_non_root: CheckRule,
+    #[serde(default)]
+    pub run_as_user: RunAsUserRule,
+    #[serde(default)]
+    pub allow_privilege_escalation: CheckRule,
+    #[serde(default)]
+    pub liveness_probe: CheckRule,
+    #[serde(default)]
+    pub readiness_probe: CheckRule,
+    #[serde(default)]
+    pub probe_settings: ProbeSettingsRule,
+}
+
+impl ChecksConfig {
+    /// The action and effective mode of a check under the global `mode`.
+    pub fn rollout(&self, check: CheckId, global: Mode) -> (Action, Mode) {
+        let (action, mode) = match check {
+            CheckId::RunAsNonRoot => (self.run_as_non_root.action, self.run_as_non_root.mode),
+            CheckId::RunAsUser => (self.run_as_user.action, self.run_as_user.mode),
+            CheckId::AllowPrivilegeEscalation => {
+                (self.allow_privilege_escalation.action, self.allow_privilege_escalation.mode)
+            }
+            CheckId::LivenessProbe => (self.liveness_probe.action, self.liveness_probe.mode),
+            CheckId::ReadinessProbe => (self.readiness_probe.action, self.readiness_probe.mode),
+            CheckId::ProbeSettings => (self.probe_settings.action, self.probe_settings.mode),
+        };
+        (action, mode.unwrap_or(global))
+    }
+
+    /// Rejects rule settings that parse but make no sense (each rule type
+    /// knows its own bounds).
+    pub fn validate(&self) -> Result<(), String> {
+        self.run_as_user.validate()?;
+        self.probe_settings.validate()
+    }
+}
 
 /// The id of a check, as used in configuration, findings and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -2,13 +2,87 @@
 //! startup) must be well-formed: exactly one handler, a port that exists,
 //! a timeout that fits in its period, and timings within the configured bounds.
 
-use super::{CheckId, ContainerRef, Finding, PodView};
-use crate::config::{ChecksConfig, ProbeSettingsRule};
+use serde::{Deserialize, Serialize};
+
+use super::{Action, CheckId, ChecksConfig, ContainerRef, Finding, Mode, PodView};
 use crate::decode::model::{Port, Probe};
 
 /// API defaults applied when the field is unset.
 const DEFAULT_TIMEOUT_SECONDS: i64 = 1;
 const DEFAULT_PERIOD_SECONDS: i64 = 10;
+
+/// `checks.probeSettings`: bounds for every probe that is present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProbeSettingsRule {
+    #[serde(default)]
+    pub action: Action,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Largest `timeoutSeconds` allowed (default 60).
+    #[serde(default = "default_max_timeout_seconds")]
+    pub max_timeout_seconds: i64,
+    /// Smallest `periodSeconds` allowed (default 1, the API minimum).
+    #[serde(default = "default_min_period_seconds")]
+    pub min_period_seconds: i64,
+    /// Largest `periodSeconds` allowed (default 300).
+    #[serde(default = "default_max_period_seconds")]
+    pub max_period_seconds: i64,
+    /// Largest `initialDelaySeconds` allowed (default 300; a slow starter
+    /// wants a startupProbe instead).
+    #[serde(default = "default_max_initial_delay_seconds")]
+    pub max_initial_delay_seconds: i64,
+    /// Flag a liveness probe whose handler is the same as the readiness
+    /// probe's (default false): a dependency outage then restarts the container.
+    #[serde(default)]
+    pub forbid_identical_liveness_readiness: bool,
+}
+
+fn default_max_timeout_seconds() -> i64 {
+    60
+}
+fn default_min_period_seconds() -> i64 {
+    1
+}
+fn default_max_period_seconds() -> i64 {
+    300
+}
+fn default_max_initial_delay_seconds() -> i64 {
+    300
+}
+
+impl Default for ProbeSettingsRule {
+    fn default() -> Self {
+        ProbeSettingsRule {
+            action: Action::Deny,
+            mode: None,
+            max_timeout_seconds: default_max_timeout_seconds(),
+            min_period_seconds: default_min_period_seconds(),
+            max_period_seconds: default_max_period_seconds(),
+            max_initial_delay_seconds: default_max_initial_delay_seconds(),
+            forbid_identical_liveness_readiness: false,
+        }
+    }
+}
+
+impl ProbeSettingsRule {
+    /// Rejects bounds that parse but make no sense; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_timeout_seconds < 1 {
+            return Err("checks.probeSettings.maxTimeoutSeconds: must be at least 1".to_owned());
+        }
+        if self.min_period_seconds < 1 {
+            return Err("checks.probeSettings.minPeriodSeconds: must be at least 1".to_owned());
+        }
+        if self.max_period_seconds < self.min_period_seconds {
+            return Err("checks.probeSettings.maxPeriodSeconds: is below minPeriodSeconds".to_owned());
+        }
+        if self.max_initial_delay_seconds < 0 {
+            return Err("checks.probeSettings.maxInitialDelaySeconds: must not be negative".to_owned());
+        }
+        Ok(())
+    }
+}
 
 pub fn check(pod: &PodView<'_, '_>, config: &ChecksConfig, out: &mut Vec<Finding>) {
     let rule = &config.probe_settings;

@@ -1,8 +1,7 @@
 //! `readinessProbe`: required on every regular container and sidecar of a
 //! long-running pod, so traffic only reaches containers that can serve it.
 
-use super::{require_probe, CheckId, Finding, PodView};
-use crate::config::ChecksConfig;
+use super::{require_probe, CheckId, ChecksConfig, Finding, PodView};
 
 pub fn check(pod: &PodView<'_, '_>, _config: &ChecksConfig, out: &mut Vec<Finding>) {
     require_probe(pod, CheckId::ReadinessProbe, "readinessProbe", |c| c.readiness_probe.is_some(), out);

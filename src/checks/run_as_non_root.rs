@@ -1,8 +1,7 @@
 //! `runAsNonRoot`: every container must run with an effective
 //! `runAsNonRoot: true` (its own setting, else the pod's).
 
-use super::{CheckId, Finding, PodView};
-use crate::config::ChecksConfig;
+use super::{CheckId, ChecksConfig, Finding, PodView};
 
 const FIELD: &str = "securityContext.runAsNonRoot";
 

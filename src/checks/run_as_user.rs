@@ -7,8 +7,9 @@
 //! an effective `windowsOptions.runAsUserName` (the container's, else the
 //! pod's) of `ContainerAdministrator`, in any case, as Windows compares it.
 
-use super::{CheckId, Finding, PodView};
-use crate::config::{ChecksConfig, RunAsUserRule};
+use serde::{Deserialize, Serialize};
+
+use super::{Action, CheckId, ChecksConfig, Finding, Mode, PodView};
 
 const FIELD: &str = "securityContext.runAsUser";
 const USER_NAME: &str = "securityContext.windowsOptions.runAsUserName";
@@ -16,6 +17,50 @@ const ADMINISTRATOR: &str = "ContainerAdministrator";
 
 /// The largest UID Kubernetes accepts (API validation: 0..=2^31-1).
 pub const KUBERNETES_MAX_UID: i64 = 2_147_483_647;
+
+/// `checks.runAsUser`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunAsUserRule {
+    #[serde(default)]
+    pub action: Action,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// Lowest UID allowed (default 1000, keeping clear of system users).
+    #[serde(default = "default_min_uid")]
+    pub min_uid: i64,
+    /// Highest UID allowed (default: no limit).
+    #[serde(default)]
+    pub max_uid: Option<i64>,
+}
+
+fn default_min_uid() -> i64 {
+    1000
+}
+
+impl Default for RunAsUserRule {
+    fn default() -> Self {
+        RunAsUserRule { action: Action::Deny, mode: None, min_uid: default_min_uid(), max_uid: None }
+    }
+}
+
+impl RunAsUserRule {
+    /// Rejects bounds that parse but make no sense; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.min_uid < 1 {
+            return Err(format!("checks.runAsUser.minUid: must be at least 1 (UID 0 is root), got {}", self.min_uid));
+        }
+        if let Some(max) = self.max_uid {
+            if max < self.min_uid {
+                return Err(format!("checks.runAsUser.maxUid: {max} is below minUid {}", self.min_uid));
+            }
+        }
+        if self.max_uid.unwrap_or(self.min_uid) > KUBERNETES_MAX_UID || self.min_uid > KUBERNETES_MAX_UID {
+            return Err(format!("checks.runAsUser: UIDs above {KUBERNETES_MAX_UID} are not valid in Kubernetes"));
+        }
+        Ok(())
+    }
+}
 
 /// What is wrong with `uid`, if anything: the text after `must`.
 fn required_fix(uid: i64, rule: &RunAsUserRule) -> Option<String> {

@@ -18,7 +18,7 @@
 //! Each policy computes, in `variables`, the pod spec of the object (by
 //! resource, as `extract` does by kind), the containers to judge (all, or
 //! for `pods/ephemeralcontainers` only the added ephemeral ones, as
-//! `server::service` does) with what each message calls them, and then one
+//! `admission` does) with what each message calls them, and then one
 //! list of finding messages per check: the same texts as `src/checks/*.rs`.
 //! Expressions are linear in the pod's size (one pass over the containers per
 //! check; only a named probe port looks through that container's ports), so
@@ -533,7 +533,7 @@ fn probe_flag_variables(policy: &Policy) -> Vec<(String, String)> {
 /// Whether the probe at `probe` has any `probeSettings` finding: the
 /// conditions of the message builder in [`probe_settings`], without the
 /// messages.
-fn probe_flagged(probe: &str, rule: &crate::config::ProbeSettingsRule) -> String {
+fn probe_flagged(probe: &str, rule: &crate::checks::ProbeSettingsRule) -> String {
     let port = |action: &str| {
         format!(
             "has({probe}.{action}) && (!has({probe}.{action}.port) || (type({probe}.{action}.port) == int ? \

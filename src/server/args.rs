@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::check::ModeArg;
-use crate::config::Mode;
+use crate::checks::Mode;
 use crate::exemption::Clock;
+use crate::telemetry::LogFormat;
 
 /// Default `--max-body-bytes`: the apiserver's 3 MiB request limit plus
 /// room for the AdmissionReview envelope.
@@ -17,15 +17,6 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 3 * 1024 * 1024 + 512 * 1024;
 /// Default `--max-buffered-bytes`: room for nine bodies of the largest size,
 /// or thousands of ordinary reviews, well inside the chart's 128 MiB limit.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
-
-/// `--log-format` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, fields at the top level.
-    Json,
-}
 
 /// Arguments of `podgate serve`.
 ///
@@ -67,7 +58,7 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
     /// Override the policy's mode (also after every reload).
     #[arg(long, env = "PODGATE_MODE", value_enum)]
-    pub mode: Option<ModeArg>,
+    pub mode: Option<Mode>,
     /// Log format. The level comes from RUST_LOG (default info).
     #[arg(long, env = "PODGATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -75,11 +66,11 @@ pub struct ServeArgs {
     /// before refusing new connections, so that Kubernetes takes the pod
     /// out of the Service's endpoints first (e.g. 5s; 0s: none). A second
     /// signal cuts it short.
-    #[arg(long, env = "PODGATE_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, env = "PODGATE_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_non_negative)]
     pub shutdown_delay: Duration,
     /// On SIGTERM/SIGINT: time allowed for in-flight reviews to finish
     /// before their connections are cut (e.g. 10s, 500ms, 1m30s).
-    #[arg(long, env = "PODGATE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "PODGATE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_non_negative)]
     pub shutdown_grace: Duration,
     /// Largest request body accepted, in bytes; larger gets HTTP 413.
     #[arg(long, env = "PODGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES, value_parser = parse_positive)]
@@ -170,22 +161,19 @@ impl ServeArgs {
 
     /// The `--mode` override as a policy mode.
     pub fn mode_override(&self) -> Option<Mode> {
-        self.mode.map(|mode| match mode {
-            ModeArg::Enforce => Mode::Enforce,
-            ModeArg::Audit => Mode::Audit,
-        })
+        self.mode
     }
 }
 
 /// A duration flag: Go's `time.ParseDuration` syntax (`10s`, `1m30s`,
 /// `1.5h`, `500ms`; see [`crate::duration`]), zero or more.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+fn parse_non_negative(text: &str) -> Result<Duration, String> {
     crate::duration::parse_non_negative(text).map_err(|e| e.to_string())
 }
 
 /// A duration flag that must be more than zero (poll intervals, timeouts).
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    let duration = parse_duration(text)?;
+    let duration = parse_non_negative(text)?;
     if duration.is_zero() {
         return Err(format!("duration {text:?} must be more than zero"));
     }

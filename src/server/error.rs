@@ -10,21 +10,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::metrics::InvalidReason;
-
-/// Longest detail (e.g. a JSON parser message) echoed back to the client.
-const MAX_DETAIL: usize = 512;
+use crate::admission::ReviewError;
 
 /// A request podgate cannot answer with a verdict.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("request body is not valid JSON: {0}")]
-    NotJson(String),
-    #[error("request body is not an admission.k8s.io/v1 AdmissionReview: {0}")]
-    NotAdmissionReview(String),
-    #[error("unsupported AdmissionReview apiVersion {0:?}: podgate answers admission.k8s.io/v1 only (set admissionReviewVersions: [\"v1\"])")]
-    UnsupportedApiVersion(String),
-    #[error("request.uid is missing or empty: it is needed to answer the review")]
-    MissingUid,
+    /// The body is not a review podgate can answer (see [`ReviewError`]).
+    #[error(transparent)]
+    Review(#[from] ReviewError),
     #[error("request body is larger than the limit of {limit} bytes (--max-body-bytes)")]
     TooLarge { limit: usize },
     #[error("request body not received within {0:?} (--request-timeout)")]
@@ -46,22 +39,9 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// Classifies a decoding error: broken JSON, or JSON of the wrong shape.
-    pub fn from_json(error: &serde_json::Error) -> Self {
-        let detail = truncate(error.to_string());
-        match error.classify() {
-            serde_json::error::Category::Data => ApiError::NotAdmissionReview(detail),
-            _ => ApiError::NotJson(detail),
-        }
-    }
-
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::NotJson(_)
-            | ApiError::NotAdmissionReview(_)
-            | ApiError::UnsupportedApiVersion(_)
-            | ApiError::MissingUid
-            | ApiError::Body(_) => StatusCode::BAD_REQUEST,
+            ApiError::Review(_) | ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -76,10 +56,10 @@ impl ApiError {
     /// which has a counter of its own (the request itself was fine).
     pub fn reason(&self) -> Option<InvalidReason> {
         Some(match self {
-            ApiError::NotJson(_) => InvalidReason::NotJson,
-            ApiError::NotAdmissionReview(_) => InvalidReason::NotAdmissionReview,
-            ApiError::UnsupportedApiVersion(_) => InvalidReason::UnsupportedApiVersion,
-            ApiError::MissingUid => InvalidReason::MissingUid,
+            ApiError::Review(ReviewError::NotJson(_)) => InvalidReason::NotJson,
+            ApiError::Review(ReviewError::NotAdmissionReview(_)) => InvalidReason::NotAdmissionReview,
+            ApiError::Review(ReviewError::UnsupportedApiVersion(_)) => InvalidReason::UnsupportedApiVersion,
+            ApiError::Review(ReviewError::MissingUid) => InvalidReason::MissingUid,
             ApiError::TooLarge { .. } => InvalidReason::TooLarge,
             ApiError::Timeout(_) => InvalidReason::Timeout,
             ApiError::Body(_) => InvalidReason::BodyError,
@@ -118,37 +98,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Caps a detail message at [`MAX_DETAIL`] bytes on a character boundary:
-/// details can quote the request, which can be megabytes.
-pub fn truncate(mut text: String) -> String {
-    if text.len() > MAX_DETAIL {
-        let mut end = MAX_DETAIL;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push_str("...");
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn classifies_json_errors() {
-        let syntax = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
-        assert!(matches!(ApiError::from_json(&syntax), ApiError::NotJson(_)));
-        let data = serde_json::from_str::<Vec<u8>>("{}").unwrap_err();
-        assert!(matches!(ApiError::from_json(&data), ApiError::NotAdmissionReview(_)));
-    }
-
-    #[test]
     fn every_error_but_overload_has_a_reason_and_a_4xx() {
         for error in [
-            ApiError::NotJson(String::new()),
-            ApiError::MissingUid,
+            ApiError::Review(ReviewError::NotJson(String::new())),
+            ApiError::Review(ReviewError::MissingUid),
             ApiError::TooLarge { limit: 1 },
             ApiError::MethodNotAllowed,
             ApiError::Timeout(Duration::from_secs(1)),
@@ -160,13 +118,5 @@ mod tests {
         assert!(ApiError::Overloaded(1).reason().is_none());
         assert_eq!(ApiError::BuffersFull(1).status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(ApiError::BuffersFull(1).reason().is_none());
-    }
-
-    #[test]
-    fn truncates_long_details_on_a_char_boundary() {
-        let long = "é".repeat(600);
-        let cut = truncate(long);
-        assert!(cut.len() <= MAX_DETAIL + 3);
-        assert!(cut.ends_with("..."));
     }
 }

@@ -14,12 +14,13 @@ use axum::Router;
 use http_body_util::BodyExt;
 use jiff::Timestamp;
 
+use crate::admission::{self, Admission, Outcome};
 use crate::config::Policy;
 use crate::exemption::Clock;
+use crate::telemetry;
 
 use super::error::ApiError;
 use super::metrics::{Metrics, ReviewRecord};
-use super::service::{self, Admission, Outcome};
 use super::swap::Swap;
 
 /// What the handlers share.
@@ -211,7 +212,7 @@ async fn answer_review(state: &AppState, request: Request) -> Response {
     }
 }
 
-/// [`service::admit_at`], with a panic (a bug) turned into a 500 for this
+/// [`admission::admit_at`], with a panic (a bug) turned into a 500 for this
 /// one request instead of a reset connection: the apiserver then applies the
 /// webhook's `failurePolicy`, and the error is counted and logged.
 fn admit_catching_panics<'b, 'p>(
@@ -219,7 +220,7 @@ fn admit_catching_panics<'b, 'p>(
     body: &'b [u8],
     now: Timestamp,
 ) -> Result<Admission<'b, 'p>, ApiError> {
-    catch_panic(|| service::admit_at(policy, body, now))
+    catch_panic(|| admission::admit_at(policy, body, now).map_err(ApiError::from))
 }
 
 fn catch_panic<T>(f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
@@ -446,16 +447,7 @@ async fn not_found(State(state): State<Arc<AppState>>) -> Response {
 /// OpenMetrics for clients that accept it (Prometheus does), else the
 /// Prometheus text format.
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let openmetrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .any(|value| value.to_str().is_ok_and(|accept| accept.contains("application/openmetrics-text")));
-    let (content_type, body) = if openmetrics {
-        (super::metrics::OPENMETRICS_CONTENT_TYPE, state.metrics.render())
-    } else {
-        (super::metrics::PROMETHEUS_TEXT_CONTENT_TYPE, state.metrics.render_prometheus_text())
-    };
-    ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+    telemetry::metrics::scrape_response(&headers, || state.metrics.render())
 }
 
 async fn healthz() -> &'static str {

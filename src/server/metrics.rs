@@ -5,10 +5,8 @@
 //! or user ever becomes a label. Counters are atomics; recording a review
 //! takes no lock held across an `.await`.
 
-use std::fmt::Write as _;
 use std::sync::OnceLock;
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,41 +14,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::admission::Decision;
 use crate::checks::CheckId;
 use crate::config::{Exemption, Policy};
+use crate::telemetry::metrics::{prometheus_text, render_openmetrics};
 use crate::verdict::Effect;
-
-/// The content type of [`Metrics::render`].
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// The content type of [`Metrics::render_prometheus_text`].
-pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Upper bounds of the review latency histogram, 50 us to 1 s.
 pub const DURATION_BUCKETS: [f64; 10] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25, 1.0];
-
-/// `decision` of `podgate_admission_requests_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Allowed with nothing to report (also: not evaluated, e.g. DELETE).
-    Allowed,
-    /// Denied by at least one finding.
-    Denied,
-    /// Allowed with warnings (action `warn`, or would-be denials in audit mode).
-    Warned,
-    /// Allowed because an exemption covered the whole object.
-    Exempt,
-}
-
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Allowed => "allowed",
-            Decision::Denied => "denied",
-            Decision::Warned => "warned",
-            Decision::Exempt => "exempt",
-        }
-    }
-}
 
 /// `reason` of `podgate_invalid_requests_total`: why a request got no verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,7 +384,8 @@ impl Metrics {
         self.certificate_expiry.set(unix_seconds);
     }
 
-    /// Every metric in OpenMetrics text, ending with `# EOF`.
+    /// Every metric in OpenMetrics text, ending with `# EOF`
+    /// ([`OPENMETRICS_CONTENT_TYPE`](crate::telemetry::metrics::OPENMETRICS_CONTENT_TYPE)).
     pub fn render(&self) -> String {
         render_openmetrics(&self.registry, 8 * 1024)
     }
@@ -425,51 +397,6 @@ impl Metrics {
     pub fn render_prometheus_text(&self) -> String {
         prometheus_text(&self.render())
     }
-}
-
-/// A registry in OpenMetrics text, ending with `# EOF`; shared by the
-/// webhook's and the auditor's metrics.
-pub fn render_openmetrics(registry: &Registry, capacity: usize) -> String {
-    let mut out = String::with_capacity(capacity);
-    if encode(&mut out, registry).is_err() {
-        // Writing to a String cannot fail; keep the contract anyway.
-        out.clear();
-        let _ = writeln!(out, "# EOF");
-    }
-    out
-}
-
-/// OpenMetrics text as the Prometheus text format 0.0.4: counter families
-/// named after their `_total` samples, no `# UNIT` lines, no `# EOF`.
-/// Shared with `podgate audit`'s metrics.
-pub fn prometheus_text(openmetrics: &str) -> String {
-    let mut out = String::with_capacity(openmetrics.len() + 256);
-    let mut pending_help: Option<(&str, &str)> = None;
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-            pending_help = Some((name, help));
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
-            let suffix = if kind == "counter" { "_total" } else { "" };
-            if let Some((help_name, help)) = pending_help.take() {
-                let _ = writeln!(out, "# HELP {help_name}{suffix} {help}");
-            }
-            let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
-            continue;
-        }
-        if let Some((name, help)) = pending_help.take() {
-            let _ = writeln!(out, "# HELP {name} {help}");
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! `podgate serve`: the HTTPS admission webhook.
 //!
-//! One module per concern: [`args`] (flags), [`tls`] (certificates, hot
-//! reload, self-signed), [`reload`] (policy hot reload, polling),
-//! [`handlers`] (HTTP), [`service`] (admission logic), [`response`]
-//! (answer encoding), [`metrics`], [`error`], `connection` (idle and
+//! Transport only: what to evaluate and how to answer is
+//! [`crate::admission`]'s. One module per concern: [`args`] (flags), [`tls`]
+//! (certificates, hot reload, self-signed), [`reload`] (policy hot reload,
+//! polling), [`handlers`] (HTTP: read the body, admit, write the answer),
+//! [`metrics`], [`error`], `connection` (idle and
 //! request-head timeouts, closing quiet connections on shutdown). This
 //! module binds the listeners, runs the accept loops and shuts down
-//! gracefully.
+//! gracefully. Log set-up and metric exposition are [`crate::telemetry`]'s.
 //!
 //! [`start`] returns a [`RunningServer`] so that tests can run the real
 //! server in-process; [`run`] is the command, with logging and signals.
@@ -15,12 +16,8 @@ pub mod args;
 mod connection;
 pub mod error;
 pub mod handlers;
-pub mod logformat;
-pub mod logwriter;
 pub mod metrics;
 pub mod reload;
-pub mod response;
-pub mod service;
 pub mod swap;
 pub mod tls;
 
@@ -41,7 +38,9 @@ use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-pub use args::{LogFormat, ServeArgs};
+use crate::telemetry;
+
+pub use args::ServeArgs;
 
 use connection::{Activity, End, Expiry, Timeouts, Tracked};
 use handlers::{AppState, BodyBudget, Inflight};
@@ -410,7 +409,7 @@ async fn serve_http<I>(
 /// period ran out with connections still open.
 pub fn run(args: &ServeArgs) -> ExitCode {
     // Flushes the log lines still queued when it is dropped, at exit.
-    let _log_guard = init_logging(args.log_format);
+    let _log_guard = telemetry::init_logging(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -486,38 +485,4 @@ async fn wait_for_signal(server: &RunningServer) -> std::io::Result<&'static str
 #[cfg(not(unix))]
 async fn wait_for_signal(_server: &RunningServer) -> std::io::Result<&'static str> {
     tokio::signal::ctrl_c().await.map(|()| "Ctrl-C")
-}
-
-/// Logs to standard output through a background writer thread: a review
-/// never waits for a slow log consumer (a full buffer drops lines rather
-/// than stalling admission); see [`logwriter`].
-fn init_logging(format: LogFormat) -> Option<logwriter::FlushGuard> {
-    match logwriter::spawn(std::io::stdout()) {
-        Ok((writer, guard)) => {
-            init_subscriber(format, writer);
-            Some(guard)
-        }
-        Err(error) => {
-            eprintln!("podgate: cannot start the log writer thread ({error}); logging synchronously");
-            init_subscriber(format, std::io::stdout);
-            None
-        }
-    }
-}
-
-pub(crate) fn init_subscriber<W>(format: LogFormat, writer: W)
-where
-    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
-{
-    use tracing_subscriber::EnvFilter;
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
-    let result = match format {
-        LogFormat::Text => builder.with_ansi(ansi).with_timer(logformat::Rfc3339Time).try_init(),
-        LogFormat::Json => builder.event_format(logformat::JsonLines).try_init(),
-    };
-    if let Err(error) = result {
-        eprintln!("podgate: cannot set up logging: {error}");
-    }
 }

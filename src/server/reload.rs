@@ -12,7 +12,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 
-use crate::config::{Mode, Policy};
+use crate::checks::Mode;
+use crate::config::Policy;
 
 use super::metrics::{Metrics, ReloadResult};
 use super::swap::Swap;

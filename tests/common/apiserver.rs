@@ -367,6 +367,13 @@ rm -rf "$1""#,
         self.processes.lock().unwrap().iter().map(|(_, child)| child.id()).collect()
     }
 
+    /// Hands `pid` (a process a test started beside the cluster, e.g.
+    /// Prometheus) to the watchdog too, so that it ends with this test
+    /// binary however the binary ends.
+    pub fn watch(&self, pid: u32) {
+        let _ = writeln!(self.watchdog.lock().unwrap(), "{pid}");
+    }
+
     fn config(&self) -> kube::Config {
         let mut config = kube::Config::new(self.url.parse().unwrap());
         config.root_cert = Some(vec![self.ca_der.clone()]);

@@ -1,6 +1,8 @@
-//! The admission logic of the webhook, free of HTTP: decode a review, decide
-//! whether it is evaluated at all, evaluate it with the engine, and say what
-//! the answer and the metrics are.
+//! Between step 4 and the webhook: the admission semantics, free of HTTP.
+//! Decode an `AdmissionReview`, decide whether it is evaluated at all (which
+//! operation, subresource and kind), evaluate it with [`crate::verdict`], and
+//! say what the answer ([`response`]) and the metrics are. `server` only
+//! moves bytes: it reads the body, calls [`admit_at`] and writes the answer.
 //!
 //! Which requests are evaluated:
 //! - CREATE of a Pod or workload: the whole pod spec.
@@ -13,6 +15,11 @@
 //!   ephemeral containers it adds (those not already in `oldObject`).
 //! - DELETE, CONNECT, any other subresource, any other kind: allowed.
 
+mod error;
+pub mod response;
+
+pub use error::ReviewError;
+
 use std::fmt;
 
 use jiff::Timestamp;
@@ -20,17 +27,41 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use error::truncate;
+
 use crate::checks::{CheckId, PodView};
 use crate::config::Policy;
 use crate::decode::json::{self, Captured};
 use crate::decode::model::{Object, PodSpec, Text};
 use crate::decode::review::{decode_str, AdmissionRequest};
+use crate::exemption::Subject;
 use crate::extract::{pod_target, WorkloadKind};
-use crate::verdict::{evaluate, Effect, Subject, Verdict};
+use crate::verdict::{evaluate, Effect, Verdict};
 
-use super::error::{truncate, ApiError};
-use super::metrics::Decision;
-use super::response;
+/// What became of a review, as `podgate serve` counts it (the `decision`
+/// label of `podgate_admission_requests_total`) and logs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed with nothing to report (also: not evaluated, e.g. DELETE).
+    Allowed,
+    /// Denied by at least one finding.
+    Denied,
+    /// Allowed with warnings (action `warn`, or would-be denials in audit mode).
+    Warned,
+    /// Allowed because an exemption covered the whole object.
+    Exempt,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+            Decision::Warned => "warned",
+            Decision::Exempt => "exempt",
+        }
+    }
+}
 
 /// Why a request was allowed without evaluating it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,36 +151,36 @@ impl Admission<'_, '_> {
 }
 
 /// Decodes `body` and admits the review under `policy`, now.
-pub fn admit<'b, 'p>(policy: &'p Policy, body: &'b [u8]) -> Result<Admission<'b, 'p>, ApiError> {
+pub fn admit<'b, 'p>(policy: &'p Policy, body: &'b [u8]) -> Result<Admission<'b, 'p>, ReviewError> {
     admit_at(policy, body, Timestamp::now())
 }
 
 /// Decodes `body` and admits the review under `policy` at `now` (the
 /// server's [`Clock`](crate::exemption::Clock)).
-pub fn admit_at<'b, 'p>(policy: &'p Policy, body: &'b [u8], now: Timestamp) -> Result<Admission<'b, 'p>, ApiError> {
+pub fn admit_at<'b, 'p>(policy: &'p Policy, body: &'b [u8], now: Timestamp) -> Result<Admission<'b, 'p>, ReviewError> {
     // JSON is UTF-8. Checked once for the whole body (a few hundred
     // nanoseconds for 9 KB), so that invalid bytes in a field the decoder
     // skips are refused too, and the decoder need not check each string.
     let text = match std::str::from_utf8(body) {
         Ok(text) => text,
-        Err(error) => return Err(ApiError::NotJson(format!("invalid UTF-8 at byte {}", error.valid_up_to()))),
+        Err(error) => return Err(ReviewError::NotJson(format!("invalid UTF-8 at byte {}", error.valid_up_to()))),
     };
-    let review = decode_str(text).map_err(|e| ApiError::from_json(&e))?;
+    let review = decode_str(text).map_err(|e| ReviewError::from_json(&e))?;
     match review.kind.as_deref() {
         Some(response::KIND) => {}
         Some(other) => {
-            return Err(ApiError::NotAdmissionReview(truncate(format!(
+            return Err(ReviewError::NotAdmissionReview(truncate(format!(
                 "kind is {other:?}, expected \"AdmissionReview\""
             ))))
         }
-        None => return Err(ApiError::NotAdmissionReview("kind is missing".to_owned())),
+        None => return Err(ReviewError::NotAdmissionReview("kind is missing".to_owned())),
     }
     if review.api_version.as_deref() != Some(response::API_VERSION) {
         let version = review.api_version.map(|v| truncate(v.0.into_owned())).unwrap_or_default();
-        return Err(ApiError::UnsupportedApiVersion(version));
+        return Err(ReviewError::UnsupportedApiVersion(version));
     }
     let Some(request) = review.request else {
-        return Err(ApiError::NotAdmissionReview("request is missing".to_owned()));
+        return Err(ReviewError::NotAdmissionReview("request is missing".to_owned()));
     };
     let AdmissionRequest {
         uid,
@@ -164,7 +195,7 @@ pub fn admit_at<'b, 'p>(policy: &'p Policy, body: &'b [u8], now: Timestamp) -> R
         old_object,
         dry_run,
     } = request;
-    let uid = uid.filter(|uid| !uid.is_empty()).ok_or(ApiError::MissingUid)?;
+    let uid = uid.filter(|uid| !uid.is_empty()).ok_or(ReviewError::MissingUid)?;
 
     let operation = match operation.as_deref() {
         Some("CREATE") => "CREATE",
@@ -460,20 +491,20 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_v1_review() {
         let policy = Policy::default();
-        type Expect = fn(&ApiError) -> bool;
+        type Expect = fn(&ReviewError) -> bool;
         let cases: [(&str, Expect); 6] = [
-            ("{", |e| matches!(e, ApiError::NotJson(_))),
-            ("[1]", |e| matches!(e, ApiError::NotAdmissionReview(_))),
-            (r#"{"kind":"Pod","apiVersion":"v1"}"#, |e| matches!(e, ApiError::NotAdmissionReview(_))),
+            ("{", |e| matches!(e, ReviewError::NotJson(_))),
+            ("[1]", |e| matches!(e, ReviewError::NotAdmissionReview(_))),
+            (r#"{"kind":"Pod","apiVersion":"v1"}"#, |e| matches!(e, ReviewError::NotAdmissionReview(_))),
             (
                 r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1","request":{"uid":"u"}}"#,
-                |e| matches!(e, ApiError::UnsupportedApiVersion(v) if v == "admission.k8s.io/v1beta1"),
+                |e| matches!(e, ReviewError::UnsupportedApiVersion(v) if v == "admission.k8s.io/v1beta1"),
             ),
             (r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#, |e| {
-                matches!(e, ApiError::NotAdmissionReview(_))
+                matches!(e, ReviewError::NotAdmissionReview(_))
             }),
             (r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":""}}"#, |e| {
-                matches!(e, ApiError::MissingUid)
+                matches!(e, ReviewError::MissingUid)
             }),
         ];
         for (body, expected) in cases {
@@ -494,7 +525,7 @@ mod tests {
             bytes[at] = 0xff;
             let error = admit(&policy, &bytes).unwrap_err();
             let expected = format!("invalid UTF-8 at byte {at}");
-            assert!(matches!(&error, ApiError::NotJson(detail) if *detail == expected), "{field}: {error:?}");
+            assert!(matches!(&error, ReviewError::NotJson(detail) if *detail == expected), "{field}: {error:?}");
         }
     }
 
