@@ -248,6 +248,27 @@ fn an_overlay_whose_patches_add_findings_has_its_own_result_at_the_patches() {
 }
 
 #[test]
+fn an_exemption_for_an_overlays_namespace_gives_it_a_result_of_its_own() {
+    if !have("an_exemption_for_an_overlays_namespace_gives_it_a_result_of_its_own", &["kubectl"]) {
+        return;
+    }
+    let args = ["--format", "json", "--kustomize", "--config", "policy.yaml", "apps/base", "apps/overlays/dev"];
+    let output = podgate(&[&args[..], &["apps/overlays/staging"]].concat());
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    let report = json_of(&output);
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{results:#?}");
+    assert_eq!(results[0]["renderedBy"], json!(["apps/base", "apps/overlays/dev"]));
+    let staging = &results[1];
+    assert_eq!(staging["renderedBy"], json!(["apps/overlays/staging"]));
+    assert_eq!(staging["allowed"], true);
+    assert_eq!(staging["exempt"], "staging runs the old UID until the migration");
+    // No patch makes the difference: the overlay's `namespace:` line.
+    assert_eq!((&staging["file"], &staging["line"]), (&json!("apps/overlays/staging/kustomization.yaml"), &json!(3)));
+    assert_eq!(staging["differsFrom"]["removed"].as_array().unwrap().len(), 2);
+}
+
+#[test]
 fn text_and_github_annotations_name_each_source_line_once() {
     if !have("text_and_github_annotations_name_each_source_line_once", &["kubectl"]) {
         return;

@@ -203,6 +203,7 @@ impl Run<'_> {
         let main_violations = result.violations.clone();
         let main_file = result.file.clone();
         let main_line = result.line;
+        let main_namespace = result.namespace.clone();
         self.report.results.push(result);
 
         // Overlays whose patches change the verdict.
@@ -210,8 +211,17 @@ impl Run<'_> {
             let head = &members[0];
             let overlay = &renderings[head.rendering].dir;
             let overlay_canonical = &canonical[head.rendering];
-            let fallback =
-                (kustomize::kustomization_file(overlay).unwrap_or_else(|| overlay.clone()).display().to_string(), 1);
+            // No patch to point at: the overlay's kustomization, at its
+            // `namespace:` when that is what differs (an exemption for
+            // the namespace), else its first line.
+            let own = kustomize::kustomization_file(overlay).unwrap_or_else(|| overlay.clone());
+            let mut line = 1;
+            if head.result.namespace != main_namespace {
+                if let Ok(text) = std::fs::read_to_string(&own) {
+                    line = Locator::new(&text, Syntax::Yaml).line_of("namespace").unwrap_or(1);
+                }
+            }
+            let fallback = (own.display().to_string(), line);
             let site = |field: &str| -> (String, usize) {
                 match kustomize::patch_site(overlay, file, head.rendered, field) {
                     Some(site) => (display(overlay, overlay_canonical, &site.file), site.line),
