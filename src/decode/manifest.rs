@@ -227,7 +227,7 @@ pub fn for_each_document(
 
 /// As [`for_each_document`], and `visit` also gets the document's own text,
 /// padded with blank lines so that its line numbers are the file's (for
-/// [`super::locate::line_of`]).
+/// [`super::locate::Locator::line_of`]).
 pub fn for_each_document_with_source(
     text: &str,
     syntax: Syntax,
