@@ -10,7 +10,6 @@
 //! [`kustomize`] renders so that each object names its source file.
 
 use std::collections::BTreeSet;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -211,17 +210,8 @@ pub(crate) fn run(mut command: Command, program: &str, flag: &str, timeout: Dura
     })?;
     // Read both pipes while waiting, so a large rendering cannot fill one
     // and stall the renderer.
-    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>));
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -229,10 +219,7 @@ pub(crate) fn run(mut command: Command, program: &str, flag: &str, timeout: Dura
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "{program} did not finish within {:?} (--render-timeout) and was stopped",
-                    timeout
-                ));
+                return Err(format!("{program} did not finish within {timeout:?} (--render-timeout) and was stopped"));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => return Err(format!("cannot wait for {program}: {e}")),
@@ -246,6 +233,17 @@ pub(crate) fn run(mut command: Command, program: &str, flag: &str, timeout: Dura
         return Err(format!("{program} failed ({status}): {}", last.trim()));
     }
     String::from_utf8(stdout).map_err(|_| format!("{program} printed invalid UTF-8"))
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }
 
 /// A rendering's documents (`---` separated), blank ones dropped.
