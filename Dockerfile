@@ -15,7 +15,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -D -m 0755 target/release/podgate /out/podgate
 
 # Run stage: distroless "cc", not "static". The binary is an ordinary
-# glibc-linked Rust build (it needs libc.so.6 and libgcc_s.so.1 and nothing
+# glibc-linked Rust build (it needs libc.so.6, libm.so.6 and libgcc_s.so.1 and nothing
 # else: rustls/ring, no OpenSSL); distroless/cc-debian12 carries exactly
 # those, from the same Debian release as the build stage, plus CA
 # certificates and /etc/passwd, and no shell or package manager. A static

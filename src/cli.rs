@@ -1,4 +1,4 @@
-//! The command line: `podgate check`, `podgate serve`, `podgate audit` and `podgate export`.
+//! The command line: `podgate check`, `podgate fix`, `podgate serve`, `podgate audit` and `podgate export`.
 
 use std::process::ExitCode;
 
@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::audit::{self, AuditArgs};
 use crate::check::{self, CheckArgs};
 use crate::export::{self, ExportCommand};
+use crate::fix::{self, FixArgs};
 use crate::server::{self, ServeArgs};
 
 /// A Kubernetes validating admission webhook: non-root, sane UIDs, no
@@ -22,6 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Evaluate manifests offline, exactly as the webhook would.
     Check(CheckArgs),
+    /// Write the fixes with one obvious answer into manifests
+    /// (allowPrivilegeEscalation, runAsNonRoot, probes from a Dockerfile's
+    /// HEALTHCHECK) and list what is left for a person.
+    Fix(FixArgs),
     /// Audit the objects already in a cluster: what enforcing would deny,
     /// reported by owning workload (once, or continuously with --interval).
     Audit(Box<AuditArgs>),
@@ -42,6 +47,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Check(args) => check::run(args),
+        Command::Fix(args) => fix::run(args),
         Command::Serve(args) => server::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Export(command) => export::run(command),

@@ -18,8 +18,9 @@
 //!    answer (what is evaluated for which operation, subresource and kind);
 //!    [`report`] renders verdicts for `podgate check` (documents from
 //!    [`source`]: files, and Helm charts and kustomizations rendered by their
-//!    own tools; the command is [`check`]); [`export`] renders the policy for
-//!    other enforcement points (ValidatingAdmissionPolicy).
+//!    own tools; the command is [`check`]); [`fix`] (`podgate fix`) writes
+//!    the fixes with one obvious answer into those files; [`export`] renders
+//!    the policy for other enforcement points (ValidatingAdmissionPolicy).
 //! 6. The long-running commands: [`server`] (`podgate serve`, transport only:
 //!    listeners, TLS, connections, handlers) and [`audit`] (`podgate audit`,
 //!    a running cluster), both logging and exposing metrics through
@@ -52,6 +53,8 @@ pub mod report;
 pub mod source;
 
 pub mod check;
+
+pub mod fix;
 
 pub mod export;
 

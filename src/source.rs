@@ -147,11 +147,12 @@ pub struct HelmOptions {
     pub set: Vec<String>,
 }
 
-/// One document of a chart's rendering, with the file it came from.
+/// One document of a rendering, with the file it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedDocument {
     /// The template file (`charts/x/templates/deployment.yaml`), or
-    /// `Chart.yaml` when helm names no template.
+    /// `Chart.yaml` when helm names no template, or the kustomization file
+    /// ([`render_kustomization`]).
     pub file: PathBuf,
     /// Whether `file` is the template the document came from.
     pub from_template: bool,
@@ -190,6 +191,31 @@ pub fn render_chart(chart: &Path, options: &HelmOptions, timeout: Duration) -> R
         documents.push(RenderedDocument { file: file.0, from_template: file.1, text });
     }
     Ok(documents)
+}
+
+/// How long a renderer may run unless `--render-timeout` says otherwise.
+pub const DEFAULT_RENDER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Renders a kustomization with plain `kubectl kustomize` (or `kustomize
+/// build` when kubectl is not on PATH), every document named after the
+/// kustomization file (`podgate fix`, which edits no kustomization; `podgate
+/// check` renders through [`kustomize::render`] to learn each object's
+/// source file).
+pub fn render_kustomization(dir: &Path, timeout: Duration) -> Result<Vec<RenderedDocument>, String> {
+    let output = if which("kubectl") {
+        let mut command = Command::new("kubectl");
+        command.arg("kustomize").arg(dir);
+        run(command, "kubectl", "--kustomize", timeout)?
+    } else {
+        let mut command = Command::new("kustomize");
+        command.arg("build").arg(dir);
+        run(command, "kustomize", "--kustomize", timeout)?
+    };
+    let file = KUSTOMIZATION_FILES.iter().map(|name| dir.join(name)).find(|p| p.exists()).unwrap_or(dir.into());
+    Ok(split_documents(&output)
+        .into_iter()
+        .map(|text| RenderedDocument { file: file.clone(), from_template: false, text })
+        .collect())
 }
 
 /// Whether `program` is an executable on PATH.

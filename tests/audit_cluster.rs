@@ -7,11 +7,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::apiserver::*;
-use podgate::audit::continuous::{Auditor, OpsState};
-use podgate::audit::policyreport;
+use common::reports::*;
+use podgate::audit::continuous::OpsState;
+use podgate::audit::policyreport::{ReportApi, ReportApiChoice};
 use serde_json::{json, Value};
 
 const PODGATE: &str = env!("CARGO_BIN_EXE_podgate");
@@ -20,10 +21,6 @@ const PODGATE: &str = env!("CARGO_BIN_EXE_podgate");
 /// when given (how the chart's ServiceAccount is tried).
 fn kubeconfig(cluster: &Cluster, as_user: Option<&str>) -> PathBuf {
     cluster.kubeconfig(as_user)
-}
-
-fn audit(kubeconfig: &PathBuf, args: &[&str]) -> Output {
-    Command::new(PODGATE).arg("audit").arg("--kubeconfig").arg(kubeconfig).args(args).output().unwrap()
 }
 
 async fn created(client: &kube::Client, namespace: &str, object: Value) -> Value {
@@ -35,12 +32,6 @@ async fn created(client: &kube::Client, namespace: &str, object: Value) -> Value
 fn controller(owner: &Value) -> Value {
     json!([{"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
             "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}])
-}
-
-/// A pod spec that runs as root without probes (four findings per container).
-fn root_spec(containers: &[&str]) -> Value {
-    let containers: Vec<Value> = containers.iter().map(|name| json!({"name": name, "image": "nginx"})).collect();
-    json!({"containers": containers})
 }
 
 /// A batch pod spec that passes every check.
@@ -232,37 +223,8 @@ async fn the_charts_service_account_is_enough_and_a_missing_permission_is_named(
     let Some(cluster) = cluster().await else { return };
     let ns = cluster.namespace("audit-rbac").await;
     populate(cluster, &ns).await;
-    let objects = render_chart(cluster, "audit-rbac", &["audit.enabled=true"], &[]);
-    let role = objects
-        .iter()
-        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"].as_str().unwrap().ends_with("-audit"))
-        .expect("the chart's audit ClusterRole")
-        .clone();
-    let account = objects
-        .iter()
-        .find(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"].as_str().unwrap().ends_with("-audit"))
-        .expect("the chart's audit ServiceAccount");
-    let account_name = account["metadata"]["name"].as_str().unwrap().to_owned();
-    let admin = cluster.admin();
+    let (role, user) = bind_chart_audit_role(cluster, "audit-rbac", &["audit.enabled=true"]).await;
     let role_name = role["metadata"]["name"].as_str().unwrap().to_owned();
-    let answer =
-        send(&admin, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", "application/json", Some(&role)).await;
-    assert_eq!(answer.status, 201, "{answer:?}");
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": role_name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
-        "subjects": [{"kind": "ServiceAccount", "name": account_name, "namespace": RELEASE_NAMESPACE}]});
-    let answer = send(
-        &admin,
-        "POST",
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        "application/json",
-        Some(&binding),
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{answer:?}");
-
-    let user = format!("system:serviceaccount:{RELEASE_NAMESPACE}:{account_name}");
     let config = kubeconfig(cluster, Some(&user));
     // RBAC caches settle within a moment; the all-namespaces audit must then succeed.
     let mut last = None;
@@ -283,7 +245,7 @@ async fn the_charts_service_account_is_enough_and_a_missing_permission_is_named(
     assert_eq!(Value::from(ours.into_iter().cloned().collect::<Vec<_>>()), expected(&ns)["results"]);
 
     // The role is enough to write PolicyReports too.
-    install_policy_report_crd(cluster).await;
+    install_report_crds(cluster, ReportApi::Wgpolicyk8s).await;
     let run = audit(&config, &["-n", &ns, "--policy-reports"]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
@@ -298,24 +260,9 @@ async fn the_charts_service_account_is_enough_and_a_missing_permission_is_named(
             resources.retain(|r| r != "cronjobs");
         }
     }
-    let answer =
-        send(&admin, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", "application/json", Some(&narrow))
-            .await;
-    assert_eq!(answer.status, 201, "{answer:?}");
     let narrow_user = "audit-narrow";
-    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": format!("{role_name}-narrow")},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{role_name}-narrow")},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": narrow_user}]});
-    let answer = send(
-        &admin,
-        "POST",
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        "application/json",
-        Some(&binding),
-    )
-    .await;
-    assert_eq!(answer.status, 201, "{answer:?}");
+    let subject = json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": narrow_user});
+    create_cluster_role_and_binding(cluster, &narrow, subject).await;
     let config = kubeconfig(cluster, Some(narrow_user));
     let mut stderr = String::new();
     for _ in 0..50 {
@@ -338,46 +285,8 @@ async fn the_charts_service_account_is_enough_and_a_missing_permission_is_named(
     assert!(stderr.contains("cannot list resource \"cronjobs\""), "{stderr}");
 }
 
-async fn install_policy_report_crd(cluster: &Cluster) {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/crds/policyreports.wgpolicyk8s.io.yaml"
-    ))
-    .unwrap();
-    let crd: Value = serde_yaml_ng::from_str(&text).unwrap();
-    let admin = cluster.admin();
-    let answer =
-        send(&admin, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", "application/json", Some(&crd))
-            .await;
-    assert!(answer.status == 201 || answer.status == 409, "{answer:?}");
-    common::eventually("the PolicyReport CRD to be served", || async {
-        policyreport::installed(&cluster.admin()).await.unwrap_or(false)
-    })
-    .await;
-}
-
 async fn policy_report(cluster: &Cluster, ns: &str, name: &str) -> Answer {
-    let path = format!("/apis/wgpolicyk8s.io/v1alpha2/namespaces/{ns}/policyreports/{name}");
-    send(&cluster.admin(), "GET", &path, "application/json", None).await
-}
-
-fn auditor(cluster: &Cluster, ns: &str, client: kube::Client) -> Auditor {
-    let _ = cluster;
-    let args = podgate::audit::AuditArgs {
-        config: None,
-        mode: None,
-        format: podgate::audit::AuditFormat::Json,
-        namespace: Some(ns.to_owned()),
-        now: None,
-        page_size: 100,
-        kubeconfig: None,
-        context: None,
-        interval: None,
-        metrics_listen: "127.0.0.1:0".parse().unwrap(),
-        policy_reports: true,
-        log_format: podgate::telemetry::LogFormat::Text,
-    };
-    Auditor::new(client, podgate::config::Policy::default(), args)
+    report(cluster, ReportApi::Wgpolicyk8s, ns, name).await
 }
 
 /// PolicyReports: written per namespace, updated when an object is fixed,
@@ -385,11 +294,11 @@ fn auditor(cluster: &Cluster, ns: &str, client: kube::Client) -> Auditor {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_reports_follow_the_cluster_and_stay_under_the_size_limit() {
     let Some(cluster) = cluster().await else { return };
-    install_policy_report_crd(cluster).await;
+    install_report_crds(cluster, ReportApi::Wgpolicyk8s).await;
     let ns = cluster.namespace("audit-reports").await;
     let admin = cluster.admin();
     let state = OpsState::default();
-    let mut auditor = auditor(cluster, &ns, admin.clone());
+    let mut reports = auditor(admin.clone(), &ns, ReportApiChoice::Wgpolicyk8s);
 
     // Someone else's report in the namespace: never touched.
     let foreign = json!({"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReport",
@@ -408,7 +317,7 @@ async fn policy_reports_follow_the_cluster_and_stay_under_the_size_limit() {
     let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
         "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": root_spec(&["app"])}}});
     created(&admin, &ns, deployment.clone()).await;
-    assert!(auditor.pass(&state).await);
+    assert!(reports.pass(&state).await);
     let written = policy_report(cluster, &ns, "podgate").await;
     assert_eq!(written.status, 200, "{written:?}");
     let body = &written.body;
@@ -432,14 +341,14 @@ async fn policy_reports_follow_the_cluster_and_stay_under_the_size_limit() {
     let path = format!("/apis/apps/v1/namespaces/{ns}/deployments/api");
     let answer = send(&admin, "PUT", &path, "application/json", Some(&fixed)).await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    assert!(auditor.pass(&state).await);
+    assert!(reports.pass(&state).await);
     let body = policy_report(cluster, &ns, "podgate").await.body;
     assert_eq!(body["summary"], json!({"pass": 6, "fail": 0, "warn": 0, "error": 0, "skip": 0}));
 
     // Deleted: nothing left to report, the report goes; the foreign one stays.
     let answer = send(&admin, "DELETE", &path, "application/json", None).await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    assert!(auditor.pass(&state).await);
+    assert!(reports.pass(&state).await);
     assert_eq!(policy_report(cluster, &ns, "podgate").await.status, 404);
     assert_eq!(policy_report(cluster, &ns, "kyverno-pol").await.status, 200);
 
@@ -455,7 +364,7 @@ async fn policy_reports_follow_the_cluster_and_stay_under_the_size_limit() {
     )
     .await;
     created(&admin, &ns, deployment.clone()).await;
-    auditor.pass(&state).await;
+    reports.pass(&state).await;
     let body = policy_report(cluster, &ns, "podgate").await.body;
     assert_eq!(body["results"], json!([]), "the squatter's report was changed: {body}");
     assert!(state
@@ -463,49 +372,10 @@ async fn policy_reports_follow_the_cluster_and_stay_under_the_size_limit() {
         .render_prometheus_text()
         .contains("podgate_audit_errors_total{reason=\"policy_report_conflict\"} 1"));
 
-    // A large namespace: 300 bare two-container root Pods, 10 results each,
-    // more than 1 MiB of results: split into reports each under the limit.
-    let big = cluster.namespace("audit-big").await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for chunk in 0..6 {
-        let client = cluster.admin();
-        let big = big.clone();
-        tasks.spawn(async move {
-            for i in 0..50 {
-                let name = format!("pod-{chunk}-{i:02}-with-a-long-enough-name-to-matter");
-                let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": root_spec(&["app", "sidecar"])});
-                let answer = create(&client, &big, &pod).await;
-                assert_eq!(answer.status, 201, "{answer:?}");
-            }
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.unwrap();
-    }
-    let mut auditor = auditor_for(cluster, &big);
-    assert!(auditor.pass(&state).await);
-    let mut total = 0;
-    let mut pods = std::collections::BTreeSet::new();
-    let mut parts = 0;
-    for name in ["podgate", "podgate-2", "podgate-3"] {
-        let answer = policy_report(cluster, &big, name).await;
-        if answer.status == 404 {
-            continue;
-        }
-        parts += 1;
-        let size = serde_json::to_vec(&answer.body).unwrap().len();
-        assert!(size < policyreport::MAX_REPORT_BYTES, "{name}: {size} bytes");
-        let results = answer.body["results"].as_array().unwrap();
-        total += results.len();
-        pods.extend(results.iter().map(|r| r["resources"][0]["name"].as_str().unwrap().to_owned()));
-    }
-    assert!(parts >= 2, "{parts} report(s): the namespace was not split");
-    assert_eq!(total, 300 * 10);
-    assert_eq!(pods.len(), 300);
-}
-
-fn auditor_for(cluster: &Cluster, ns: &str) -> Auditor {
-    auditor(cluster, ns, cluster.admin())
+    // A large namespace, more than 1 MiB of results: split into reports each under the limit.
+    let big = big_namespace(cluster, "audit-big").await;
+    assert!(auditor(cluster.admin(), &big, ReportApiChoice::Wgpolicyk8s).pass(&state).await);
+    assert_split(cluster, ReportApi::Wgpolicyk8s, &big).await;
 }
 
 /// Continuous mode: the real binary's /readyz turns ready after a pass and

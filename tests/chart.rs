@@ -1240,6 +1240,7 @@ fn schema_rejects_bad_values() {
         ("maxBufferedBytes=1000", "maxBufferedBytes: Must be greater than or equal to"),
         ("idleTimeout=0s", "idleTimeout: Does not match pattern"),
         ("headerReadTimeout=soon", "headerReadTimeout: Does not match pattern"),
+        ("audit.reportApi=openreports.io", "audit.reportApi must be one of the following: \"auto\", \"wgpolicyk8s\""),
     ] {
         let e = try_render(&helm, &chart_dir(), NAMESPACE, &[], &[set]).expect_err(set);
         assert!(e.contains(expect), "--set {set}: expected {expect:?} in:\n{e}");
@@ -1531,6 +1532,7 @@ fn audit_deployment() {
     let podgate::cli::Command::Audit(audit) = cli.command else { panic!("{label}: not an audit") };
     assert_eq!(audit.interval, Some(std::time::Duration::from_secs(300)));
     assert!(audit.policy_reports);
+    assert_eq!(audit.report_api, podgate::audit::policyreport::ReportApiChoice::Auto);
     // Its pod selector is not the webhook Service's: no webhook traffic reaches it.
     let webhook_service = r.named("Service", RELEASE);
     let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
@@ -1542,36 +1544,10 @@ fn audit_deployment() {
         assert_eq!(&service["metadata"]["labels"][k], v, "{label}: ServiceMonitor selector {k}");
     }
     assert_eq!(service["spec"]["ports"][0]["name"], "metrics");
-    // RBAC: read Pods and workloads, write PolicyReports; nothing else.
-    let role = r.named("ClusterRole", &name);
-    let mut grants = BTreeSet::new();
-    for rule in role["rules"].as_array().unwrap() {
-        for group in rule["apiGroups"].as_array().unwrap() {
-            for resource in rule["resources"].as_array().unwrap() {
-                let verbs: Vec<&str> = rule["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-                grants.insert(format!(
-                    "{}/{}: {}",
-                    group.as_str().unwrap(),
-                    resource.as_str().unwrap(),
-                    verbs.join(",")
-                ));
-            }
-        }
-    }
-    let read = "get,list,watch";
-    let expected: BTreeSet<String> = [
-        format!("/pods: {read}"),
-        format!("/replicationcontrollers: {read}"),
-        format!("apps/deployments: {read}"),
-        format!("apps/replicasets: {read}"),
-        format!("apps/statefulsets: {read}"),
-        format!("apps/daemonsets: {read}"),
-        format!("batch/jobs: {read}"),
-        format!("batch/cronjobs: {read}"),
-        "wgpolicyk8s.io/policyreports: get,list,create,update,delete".to_owned(),
-    ]
-    .into();
-    assert_eq!(grants, expected, "{label}");
+    // RBAC: read Pods and workloads, write both kinds of policy reports; nothing else.
+    let mut expected = audit_reads();
+    expected.extend([POLICY_REPORTS_GRANT, OPEN_REPORTS_GRANT].map(str::to_owned));
+    assert_eq!(grants(r.named("ClusterRole", &name)), expected, "{label}");
     let binding = r.named("ClusterRoleBinding", &name);
     assert_eq!(binding["subjects"], json!([{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}]));
     // The alerts, through promtool.
@@ -1593,6 +1569,70 @@ fn audit_deployment() {
     for d in deployments {
         assert_eq!(d["violations"], json!([]), "{label}: {d}");
         assert_eq!(d["exempt"], Value::Null, "{label}: {d}");
+    }
+}
+
+const POLICY_REPORTS_GRANT: &str = "wgpolicyk8s.io/policyreports: get,list,create,update,delete";
+const OPEN_REPORTS_GRANT: &str = "openreports.io/reports: get,list,create,update,delete";
+
+/// What the auditor's ClusterRole grants, one `group/resource: verbs` a resource.
+fn grants(role: &Value) -> BTreeSet<String> {
+    let mut grants = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        let verbs: Vec<&str> = rule["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        for group in rule["apiGroups"].as_array().unwrap() {
+            for resource in rule["resources"].as_array().unwrap() {
+                grants.insert(format!(
+                    "{}/{}: {}",
+                    group.as_str().unwrap(),
+                    resource.as_str().unwrap(),
+                    verbs.join(",")
+                ));
+            }
+        }
+    }
+    grants
+}
+
+/// The auditor's reads: Pods and the workloads.
+fn audit_reads() -> BTreeSet<String> {
+    let read = "get,list,watch";
+    ["/pods", "/replicationcontrollers", "apps/deployments", "apps/replicasets", "apps/statefulsets", "apps/daemonsets"]
+        .into_iter()
+        .chain(["batch/jobs", "batch/cronjobs"])
+        .map(|resource| format!("{resource}: {read}"))
+        .collect()
+}
+
+/// `audit.reportApi` reaches `--report-api` and grants exactly the report
+/// APIs it may write; `audit.policyReports=false` grants none.
+#[test]
+fn audit_report_api_picks_the_arguments_and_the_grants() {
+    let helm = tool!("audit_report_api_picks_the_arguments_and_the_grants", "helm");
+    let name = format!("{RELEASE}-audit");
+    for (values, argument, reports) in [
+        (&["audit.reportApi=auto"][..], Some("--report-api=auto"), &[POLICY_REPORTS_GRANT, OPEN_REPORTS_GRANT][..]),
+        (&["audit.reportApi=both"], Some("--report-api=both"), &[POLICY_REPORTS_GRANT, OPEN_REPORTS_GRANT]),
+        (&["audit.reportApi=wgpolicyk8s"], Some("--report-api=wgpolicyk8s"), &[POLICY_REPORTS_GRANT]),
+        (&["audit.reportApi=openreports"], Some("--report-api=openreports"), &[OPEN_REPORTS_GRANT]),
+        (&["audit.policyReports=false", "audit.reportApi=both"], None, &[]),
+    ] {
+        let set: Vec<&str> = std::iter::once("audit.enabled=true").chain(values.iter().copied()).collect();
+        let r = render(&helm, &[], &set);
+        let args = r.named("Deployment", &name)["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+        let args: Vec<&str> = args.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let report_args: Vec<&str> = args.iter().copied().filter(|a| a.contains("report")).collect();
+        match argument {
+            Some(argument) => assert_eq!(report_args, ["--policy-reports", argument], "{values:?}"),
+            None => assert_eq!(report_args, Vec::<&str>::new(), "{values:?}"),
+        }
+        use clap::Parser as _;
+        let cli = podgate::cli::Cli::try_parse_from(std::iter::once("podgate").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{values:?}: podgate rejects the auditor's arguments {args:?}: {e}"));
+        assert!(matches!(cli.command, podgate::cli::Command::Audit(_)), "{values:?}");
+        let mut expected = audit_reads();
+        expected.extend(reports.iter().map(|grant| (*grant).to_owned()));
+        assert_eq!(grants(r.named("ClusterRole", &name)), expected, "{values:?}");
     }
 }
 

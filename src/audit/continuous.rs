@@ -1,5 +1,5 @@
 //! Continuous audit: a pass every `--interval`, with `/metrics`, `/healthz`
-//! and `/readyz` on the ops port, and PolicyReports when asked for.
+//! and `/readyz` on the ops port, and policy reports when asked for.
 //!
 //! Why an interval and not watches: a pass lists page by page and keeps only
 //! per-workload results, so memory stays bounded whatever the cluster holds;
@@ -123,15 +123,16 @@ pub struct Auditor {
     pub client: Client,
     pub policy: Policy,
     pub args: AuditArgs,
-    reports_missing_logged: bool,
+    /// The last "CRD not served" warning, logged once until it changes.
+    reports_missing_logged: Option<String>,
 }
 
 impl Auditor {
     pub fn new(client: Client, policy: Policy, args: AuditArgs) -> Self {
-        Auditor { client, policy, args, reports_missing_logged: false }
+        Auditor { client, policy, args, reports_missing_logged: None }
     }
 
-    /// One pass: audit, metrics, PolicyReports. Failures are logged and
+    /// One pass: audit, metrics, policy reports. Failures are logged and
     /// counted; the next pass tries again.
     pub async fn pass(&mut self, state: &OpsState) -> bool {
         let started = Instant::now();
@@ -156,43 +157,8 @@ impl Auditor {
             tracing::warn!("{note}");
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        if self.args.policy_reports {
-            match policyreport::installed(&self.client).await {
-                Ok(true) => {
-                    let reports = policyreport::build(&self.policy, &report, now.as_secs() as i64);
-                    match policyreport::write(&self.client, namespace, &reports).await {
-                        Ok(written) => tracing::info!(
-                            created = written.created,
-                            updated = written.updated,
-                            deleted = written.deleted,
-                            bytes = written.bytes,
-                            "PolicyReports written"
-                        ),
-                        Err(e @ policyreport::ReportError::Conflict(_)) => {
-                            tracing::error!("{e}");
-                            state.metrics.error("policy_report_conflict");
-                        }
-                        Err(e) => {
-                            tracing::error!("{e}");
-                            state.metrics.error("policy_report");
-                            return false;
-                        }
-                    }
-                }
-                Ok(false) => {
-                    if !self.reports_missing_logged {
-                        self.reports_missing_logged = true;
-                        tracing::warn!(
-                            "the PolicyReport CRD ({}) is not installed: no reports written (metrics only)",
-                            policyreport::API
-                        );
-                    }
-                }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    state.metrics.error("policy_report");
-                }
-            }
+        if self.args.policy_reports && !self.write_reports(state, &report, now.as_secs() as i64).await {
+            return false;
         }
         let seconds = started.elapsed().as_secs_f64();
         state.metrics.record_pass(&report, seconds, now.as_secs_f64());
@@ -200,5 +166,61 @@ impl Auditor {
         let would_deny = report.results.iter().filter(|r| super::owners::would_deny(r)).count();
         tracing::info!(objects = report.results.len(), would_deny, seconds, "audit pass done");
         true
+    }
+
+    /// The pass's reports, to every report API of `--report-api` the cluster
+    /// serves (discovered every pass, so a CRD installed later is picked
+    /// up). An API not served is logged once and the pass goes on (metrics
+    /// only); a conflict is counted; false when a write failed.
+    async fn write_reports(&mut self, state: &OpsState, report: &super::Report, now: i64) -> bool {
+        let targets = match policyreport::targets(&self.client, self.args.report_api).await {
+            Ok(targets) => targets,
+            Err(e) => {
+                tracing::error!("{e}");
+                state.metrics.error("policy_report");
+                return true;
+            }
+        };
+        let missing = targets.missing_message();
+        if missing != self.reports_missing_logged {
+            if let Some(missing) = &missing {
+                let written: Vec<&str> = targets.write.iter().map(|api| api.label()).collect();
+                if written.is_empty() {
+                    tracing::warn!("{missing}: no reports written (metrics only)");
+                } else {
+                    tracing::warn!("{missing}: reports written as {} only", written.join(" and "));
+                }
+            }
+            self.reports_missing_logged = missing;
+        }
+        if targets.write.is_empty() {
+            return true;
+        }
+        let reports = policyreport::build(&self.policy, report, now);
+        let namespace = self.args.namespace.as_deref();
+        let mut ok = true;
+        for (api, answer) in policyreport::write_all(&self.client, &targets.write, namespace, &reports).await {
+            match answer {
+                Ok(written) => tracing::info!(
+                    api = api.group_version(),
+                    created = written.created,
+                    updated = written.updated,
+                    deleted = written.deleted,
+                    bytes = written.bytes,
+                    "{} written",
+                    api.label()
+                ),
+                Err(e @ policyreport::ReportError::Conflict(_)) => {
+                    tracing::error!("{e}");
+                    state.metrics.error("policy_report_conflict");
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    state.metrics.error("policy_report");
+                    ok = false;
+                }
+            }
+        }
+        ok
     }
 }

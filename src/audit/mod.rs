@@ -52,11 +52,11 @@ pub struct AuditArgs {
     /// Audit this namespace only (default: all namespaces).
     #[arg(long, short = 'n', env = "PODGATE_AUDIT_NAMESPACE")]
     pub namespace: Option<String>,
-    /// Objects per list request (`limit`); memory holds one page at a time.
     /// Judge exemption expiry at this time instead of the clock (a date or
     /// an RFC 3339 time), as `podgate check --now` does.
     #[arg(long, value_name = "TIME", value_parser = crate::exemption::parse_now)]
     pub now: Option<jiff::Timestamp>,
+    /// Objects per list request (`limit`); memory holds one page at a time.
     #[arg(long, env = "PODGATE_AUDIT_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub page_size: u32,
     /// kubeconfig file (default: $KUBECONFIG, ~/.kube/config, then the
@@ -73,10 +73,16 @@ pub struct AuditArgs {
     /// Address of /metrics, /healthz and /readyz in continuous mode.
     #[arg(long, env = "PODGATE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: std::net::SocketAddr,
-    /// Write `wgpolicyk8s.io/v1alpha2` PolicyReports (one or more per
-    /// namespace) when the CRD is installed.
+    /// Write policy reports (one or more per namespace) to the report APIs
+    /// of --report-api.
     #[arg(long, env = "PODGATE_AUDIT_POLICY_REPORTS", value_parser = clap::builder::BoolishValueParser::new())]
     pub policy_reports: bool,
+    /// Which report APIs --policy-reports writes to: `auto` (whichever the
+    /// cluster serves, both when both are), `wgpolicyk8s`
+    /// (`wgpolicyk8s.io/v1alpha2` PolicyReports), `openreports`
+    /// (`openreports.io/v1alpha1` Reports) or `both`.
+    #[arg(long, env = "PODGATE_AUDIT_REPORT_API", value_enum, default_value = "auto")]
+    pub report_api: policyreport::ReportApiChoice,
     /// Log format in continuous mode.
     #[arg(long, env = "PODGATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: crate::telemetry::LogFormat,
@@ -166,7 +172,7 @@ pub fn run(args: &AuditArgs) -> ExitCode {
             }
         };
         if args.policy_reports {
-            if let Err(e) = write_policy_reports(&client, &policy, args.namespace.as_deref(), &report).await {
+            if let Err(e) = write_policy_reports(&client, args, &policy, &report).await {
                 eprintln!("podgate audit: {e}");
                 return ExitCode::from(2);
             }
@@ -184,26 +190,39 @@ pub fn run(args: &AuditArgs) -> ExitCode {
     })
 }
 
-/// One-shot `--policy-reports`: writes the reports when the CRD is
-/// installed, says so on stderr when it is not.
+/// One-shot `--policy-reports`: writes the reports to every API of
+/// `--report-api` the cluster serves; an error (exit 2) when one it names,
+/// or with `auto` every one, is not served: reports were asked for and
+/// cannot be written.
 async fn write_policy_reports(
     client: &Client,
+    args: &AuditArgs,
     policy: &Policy,
-    namespace: Option<&str>,
     report: &Report,
-) -> Result<(), policyreport::ReportError> {
-    if !policyreport::installed(client).await? {
-        eprintln!("podgate audit: the PolicyReport CRD ({}) is not installed: no reports written", policyreport::API);
-        return Ok(());
+) -> Result<(), String> {
+    let targets = policyreport::targets(client, args.report_api).await.map_err(|e| e.to_string())?;
+    if let Some(missing) = targets.missing_message() {
+        return Err(format!("--policy-reports: {missing}: no reports written (see --report-api)"));
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     let reports = policyreport::build(policy, report, now as i64);
-    let written = policyreport::write(client, namespace, &reports).await?;
-    eprintln!(
-        "podgate audit: PolicyReports: {} created, {} updated, {} deleted, {} bytes",
-        written.created, written.updated, written.deleted, written.bytes
-    );
-    Ok(())
+    let mut failure = None;
+    for (api, answer) in policyreport::write_all(client, &targets.write, args.namespace.as_deref(), &reports).await {
+        match answer {
+            Ok(written) => eprintln!(
+                "podgate audit: {}: {} created, {} updated, {} deleted, {} bytes",
+                api.label(),
+                written.created,
+                written.updated,
+                written.deleted,
+                written.bytes
+            ),
+            Err(e) => {
+                failure.get_or_insert(e.to_string());
+            }
+        }
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 /// One audit pass: lists every resource, evaluates every object and folds

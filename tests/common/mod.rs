@@ -10,6 +10,7 @@
 
 pub mod apiserver;
 pub mod histogram;
+pub mod reports;
 
 use std::future::Future;
 use std::net::SocketAddr;
