@@ -24,8 +24,12 @@ use crate::decode::manifest::{for_each_document_with_source, DocumentError, Skip
 use crate::exemption::{self, Subject};
 use crate::extract::WorkloadKind;
 use crate::report::{self, render_text, ObjectResult, Problem, Report, Skipped, Tally};
+use crate::source::kustomize::Rendered;
 use crate::source::{self, HelmOptions, Input, RenderedDocument};
 use crate::verdict::evaluate_object;
+
+mod kustomize;
+use kustomize::Rendering;
 
 /// Output format of `podgate check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,12 +81,26 @@ pub struct CheckArgs {
     pub set: Vec<String>,
     /// Render kustomizations (directories with a kustomization.yaml) with
     /// `kubectl kustomize` (or `kustomize build`) and check what they
-    /// render; without it a kustomization is skipped.
+    /// render, located in the source files; without it a kustomization is
+    /// skipped.
     #[arg(long)]
     pub kustomize: bool,
+    /// Stop a `helm template` or `kubectl kustomize` that has not finished
+    /// after this long (Go duration syntax: 30s, 2m) and report an error.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_timeout)]
+    pub render_timeout: std::time::Duration,
     /// Files or directories (searched recursively for *.yaml, *.yml, *.json);
     /// `-` reads standard input. With no path and no `--config`, nothing to do.
     pub paths: Vec<PathBuf>,
+}
+
+/// `--render-timeout`: a Go duration, more than zero.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let duration = crate::duration::parse_non_negative(text).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err(format!("duration {text:?} must be more than zero"));
+    }
+    Ok(duration)
 }
 
 /// Runs `podgate check` and returns its exit code.
@@ -123,6 +141,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         now,
         report: Report::default(),
         tally: Tally::default(),
+        quiet: false,
     };
     let helm = HelmOptions {
         release_name: args.release_name.clone(),
@@ -131,6 +150,10 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         set: args.set.clone(),
     };
     let walk = source::walk(&args.paths);
+    // Every kustomization is rendered first and checked together: the same
+    // base object rendered by several overlays is one result (see
+    // `kustomize`).
+    let mut renderings = Vec::new();
     for (source, message) in walk.errors {
         run.error(&source, &source, None, message);
     }
@@ -138,20 +161,25 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         match input {
             Input::File(file) => run.check_file(file),
             Input::Patch(file) => run.skip(file.display().to_string(), SkipReason::KustomizePatch),
-            Input::Chart(dir) if args.helm => match source::render_chart(dir, &helm) {
+            Input::Chart(dir) if args.helm => match source::render_chart(dir, &helm, args.render_timeout) {
                 Ok(documents) => run.check_rendered(&documents),
                 Err(message) => {
                     run.error(&dir.display().to_string(), &dir.join("Chart.yaml").display().to_string(), None, message)
                 }
             },
             Input::Chart(dir) => run.skip(dir.display().to_string(), SkipReason::HelmChart),
-            Input::Kustomization(dir) if args.kustomize => match source::render_kustomization(dir) {
-                Ok(documents) => run.check_rendered(&documents),
-                Err(message) => run.error(&dir.display().to_string(), &dir.display().to_string(), None, message),
+            Input::Kustomization(dir) if args.kustomize => match source::kustomize::render(dir, args.render_timeout) {
+                Ok(Rendered::Documents(documents)) => renderings.push(Rendering { dir: dir.clone(), documents }),
+                Ok(Rendered::Component) => {}
+                Err(e) => {
+                    let file = e.file.or_else(|| source::kustomize::kustomization_file(dir)).unwrap_or(dir.clone());
+                    run.error(&dir.display().to_string(), &file.display().to_string(), e.line, e.message)
+                }
             },
             Input::Kustomization(dir) => run.skip(dir.display().to_string(), SkipReason::Kustomization),
         }
     }
+    run.check_kustomizations(&renderings);
     let Run { report, tally, .. } = run;
     // Rules naming objects that none of the objects checked belongs to:
     // a typo, or a workload that is gone.
@@ -199,6 +227,9 @@ struct Run<'p> {
     now: Timestamp,
     report: Report,
     tally: Tally,
+    /// Errors go to the report only, not to stderr (yet): renderings of the
+    /// same base are checked before duplicates are dropped.
+    quiet: bool,
 }
 
 /// Where line numbers come from for a document's findings.
@@ -209,7 +240,8 @@ enum Lines<'t> {
     /// A document rendered from this template text: the template's line
     /// that spells the field's key out (see [`source::template_line`]).
     Template(&'t str),
-    /// Nothing to map back to (a kustomize rendering).
+    /// Nothing to map back to here (a kustomize rendering: located later,
+    /// in its source file, see [`kustomize`]).
     Unknown,
 }
 
@@ -222,7 +254,9 @@ impl Run<'_> {
     /// An input that cannot be evaluated: on stderr as `SOURCE: message`,
     /// and in the report for the machine-readable formats.
     fn error(&mut self, source: &str, file: &str, line: Option<usize>, message: String) {
-        eprintln!("{source}: {message}");
+        if !self.quiet {
+            eprintln!("{source}: {message}");
+        }
         self.tally.errors += 1;
         let file = file.to_owned();
         self.report.errors.push(Problem { source: source.to_owned(), file, line, message });
@@ -238,7 +272,7 @@ impl Run<'_> {
         self.check_text(&name, &text, syntax, Lines::Source(syntax), 0);
     }
 
-    /// The documents of a chart or kustomization, each under the name of
+    /// The documents of a chart, each under the name of
     /// the file it came from and its index among that file's documents.
     fn check_rendered(&mut self, documents: &[RenderedDocument]) {
         let mut seen: BTreeMap<&Path, usize> = BTreeMap::new();

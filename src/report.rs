@@ -48,7 +48,7 @@ pub struct Problem {
 }
 
 /// The verdict on one object.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectResult {
     /// `FILE#DOC`: the file and the 0-based index of the document in it.
@@ -78,14 +78,42 @@ pub struct ObjectResult {
     #[serde(skip)]
     pub fully_exempt: bool,
     /// The file to point at: the manifest, or for a rendered chart the
-    /// template (for a kustomization, its kustomization file).
+    /// template; for a kustomization the object's source file (an overlay's
+    /// result of its own: the patch, else its kustomization file).
     pub file: String,
     /// The object's first line in `file`, when known.
     pub line: Option<usize>,
+    /// `--kustomize`: the kustomization directories whose renderings of
+    /// this source document have exactly these findings (one result for
+    /// them all).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rendered_by: Vec<String>,
+    /// `--kustomize`: for an overlay whose patches change the findings of a
+    /// source document, what differs from the document's other result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub differs_from: Option<DiffersFrom>,
+}
+
+/// How an overlay's rendering of a source document differs from the
+/// document's main result (the base rendered alone, else the most overlays).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffersFrom {
+    /// The main result's `renderedBy`.
+    pub rendered_by: Vec<String>,
+    /// The main result's `file` and `line`: the object in its source file.
+    pub file: String,
+    pub line: Option<usize>,
+    /// Findings this rendering has and the main result has not (located at
+    /// the patch that makes them, else at the overlay's kustomization).
+    pub added: Vec<ViolationResult>,
+    /// Findings the main result has and this rendering has not (fixed by
+    /// the overlay), located likewise.
+    pub removed: Vec<ViolationResult>,
 }
 
 /// An exemption rule that applied to an object.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ExemptionResult {
     /// The rule's `name`, or `exemptions[INDEX]`.
     pub rule: String,
@@ -110,6 +138,11 @@ pub struct ViolationResult {
     /// The line of the field in the object's `file` (of its nearest
     /// ancestor when the field is missing), when known.
     pub line: Option<usize>,
+    /// The file `line` is in when it is not the object's `file`: in an
+    /// overlay's result of its own (`--kustomize`), a finding the base has
+    /// too is in the base's source file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     /// `podgate audit`, a workload's finding: how many of its Pods have it too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pods: Option<usize>,
@@ -167,6 +200,7 @@ impl ObjectResult {
                 pods: None,
                 effect: v.effect,
                 line: None,
+                file: None,
             })
             .collect();
         let exemptions = verdict
@@ -198,8 +232,60 @@ impl ObjectResult {
             pods: None,
             differing: Vec::new(),
             fully_exempt: verdict.full_exemption().is_some(),
+            rendered_by: Vec::new(),
+            differs_from: None,
         }
     }
+}
+
+/// A finding to annotate (SARIF, GitHub) once: every finding of a plain or
+/// Helm result; for `--kustomize`, a main result's findings with every
+/// kustomization that renders them (the overlays whose own result shares
+/// them too), and only the findings an overlay's result adds.
+pub struct Annotated<'r> {
+    pub object: &'r ObjectResult,
+    pub violation: &'r ViolationResult,
+    /// The file and line to annotate.
+    pub file: &'r str,
+    pub line: Option<usize>,
+    /// The kustomization directories whose renderings have the finding.
+    pub rendered_by: Vec<&'r str>,
+}
+
+/// The findings of a report to annotate, each once (see [`Annotated`]).
+pub fn annotated(report: &Report) -> Vec<Annotated<'_>> {
+    let mut out = Vec::new();
+    for object in &report.results {
+        let (violations, own): (Vec<&ViolationResult>, bool) = match &object.differs_from {
+            Some(differs) => (differs.added.iter().collect(), true),
+            None => (object.violations.iter().collect(), false),
+        };
+        for v in violations {
+            let mut rendered_by: Vec<&str> = object.rendered_by.iter().map(String::as_str).collect();
+            if !own {
+                let same = |a: &ViolationResult| {
+                    (a.check, &a.field, &a.container, &a.message) == (v.check, &v.field, &v.container, &v.message)
+                };
+                for other in &report.results {
+                    let Some(differs) = &other.differs_from else { continue };
+                    if other.source == object.source
+                        && !differs.removed.iter().any(same)
+                        && other.violations.iter().any(same)
+                    {
+                        rendered_by.extend(other.rendered_by.iter().map(String::as_str));
+                    }
+                }
+            }
+            out.push(Annotated {
+                object,
+                violation: v,
+                file: v.file.as_deref().unwrap_or(&object.file),
+                line: v.line.or(object.line),
+                rendered_by,
+            });
+        }
+    }
+    out
 }
 
 /// Counts for the summary line.
@@ -233,6 +319,19 @@ pub fn render_text(report: &Report, tally: Tally) -> String {
         let namespace = result.namespace.as_deref().map(|ns| format!("{ns}/")).unwrap_or_default();
         let name = result.name.as_deref().unwrap_or("<unnamed>");
         let _ = writeln!(out, "{status}  {} {namespace}{name}  ({})", result.kind, result.source);
+        if !result.rendered_by.is_empty() {
+            let _ = writeln!(out, "      rendered by: {}", result.rendered_by.join(", "));
+        }
+        if let Some(differs) = &result.differs_from {
+            let _ = writeln!(
+                out,
+                "      differs from the result rendered by {}: {} finding{} added, {} removed",
+                differs.rendered_by.join(", "),
+                differs.added.len(),
+                if differs.added.len() == 1 { "" } else { "s" },
+                differs.removed.len()
+            );
+        }
         for rule in &result.exemptions {
             let mut about = format!("rule {}", rule.rule);
             for (key, value) in [("ticket", &rule.ticket), ("owner", &rule.owner), ("expires", &rule.expires)] {
@@ -245,11 +344,14 @@ pub fn render_text(report: &Report, tally: Tally) -> String {
         for notice in &result.notices {
             let _ = writeln!(out, "      note  {notice}");
         }
-        for v in &result.violations {
-            let _ = writeln!(out, "      {:<4}  {}: {}", v.action, v.check, v.message);
+        let removed = result.differs_from.iter().flat_map(|d| &d.removed);
+        let findings = result.violations.iter().map(|v| (v.action, v)).chain(removed.map(|v| ("removed", v)));
+        for (action, v) in findings {
+            let _ = writeln!(out, "      {action:<4}  {}: {}", v.check, v.message);
+            let file = v.file.as_deref().unwrap_or(&result.file);
             match v.line {
                 Some(line) => {
-                    let _ = writeln!(out, "            field: {}  ({}:{line})", v.field, result.file);
+                    let _ = writeln!(out, "            field: {}  ({file}:{line})", v.field);
                 }
                 None => {
                     let _ = writeln!(out, "            field: {}", v.field);
@@ -281,11 +383,17 @@ pub fn summary(report: &Report, tally: Tally) -> String {
     let warned =
         report.results.iter().filter(|r| r.allowed && (!r.violations.is_empty() || !r.notices.is_empty())).count();
     let passed = objects - denied - warned;
-    let _ = write!(
-        out,
-        "{objects} object{} checked: {denied} denied, {warned} allowed with warnings, {passed} passed",
-        if objects == 1 { "" } else { "s" }
-    );
+    let _ = write!(out, "{objects} object{} checked", if objects == 1 { "" } else { "s" });
+    let renderings: usize = report.results.iter().map(|r| r.rendered_by.len()).sum();
+    if renderings > 0 {
+        // A base used by three overlays is one object, rendered four times.
+        let _ = write!(
+            out,
+            " ({renderings} kustomize rendering{} grouped by source)",
+            if renderings == 1 { "" } else { "s" }
+        );
+    }
+    let _ = write!(out, ": {denied} denied, {warned} allowed with warnings, {passed} passed");
     for reason in SkipReason::ALL {
         let count = tally.skipped[reason as usize];
         let noun = match reason {

@@ -7,10 +7,14 @@
 //! each and, when asked, rendered by the real tool (`helm template`,
 //! `kubectl kustomize`) into documents for the same decode step. Their files
 //! are never parsed one by one: a template or a patch is not an object.
+//! [`kustomize`] renders so that each object names its source file.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod kustomize;
 
 /// One thing to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +30,7 @@ pub enum Input {
 }
 
 /// The names kustomize accepts for its file.
-const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+pub(crate) const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 /// What a walk found, in a stable order, and the directories it could not read.
 #[derive(Debug, Default)]
@@ -146,18 +150,20 @@ pub struct HelmOptions {
 /// One document of a rendering, with the file it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedDocument {
-    /// The template file (`charts/x/templates/deployment.yaml`), or the
-    /// kustomization file for kustomize, whose output names no sources.
+    /// The template file (`charts/x/templates/deployment.yaml`), or
+    /// `Chart.yaml` when helm names no template, or the kustomization file
+    /// ([`render_kustomization`]).
     pub file: PathBuf,
-    /// Whether `file` is the template the document came from (helm).
+    /// Whether `file` is the template the document came from.
     pub from_template: bool,
     /// The document's text.
     pub text: String,
 }
 
 /// Renders a chart with `helm template` and splits the output by the
-/// `# Source:` comment helm puts before every document.
-pub fn render_chart(chart: &Path, options: &HelmOptions) -> Result<Vec<RenderedDocument>, String> {
+/// `# Source:` comment helm puts before every document; `timeout` bounds
+/// the run.
+pub fn render_chart(chart: &Path, options: &HelmOptions, timeout: Duration) -> Result<Vec<RenderedDocument>, String> {
     let mut command = Command::new("helm");
     command.arg("template").arg(&options.release_name).arg(chart);
     if let Some(namespace) = &options.namespace {
@@ -169,7 +175,7 @@ pub fn render_chart(chart: &Path, options: &HelmOptions) -> Result<Vec<RenderedD
     for set in &options.set {
         command.arg("--set").arg(set);
     }
-    let output = run(command, "helm", "--helm")?;
+    let output = run(command, "helm", "--helm", timeout)?;
     let mut documents = Vec::new();
     for text in split_documents(&output) {
         let source = text.lines().find_map(|line| line.strip_prefix("# Source: "));
@@ -187,17 +193,23 @@ pub fn render_chart(chart: &Path, options: &HelmOptions) -> Result<Vec<RenderedD
     Ok(documents)
 }
 
-/// Renders a kustomization with `kubectl kustomize` (or `kustomize build`
-/// when kubectl is not on PATH).
-pub fn render_kustomization(dir: &Path) -> Result<Vec<RenderedDocument>, String> {
+/// How long a renderer may run unless `--render-timeout` says otherwise.
+pub const DEFAULT_RENDER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Renders a kustomization with plain `kubectl kustomize` (or `kustomize
+/// build` when kubectl is not on PATH), every document named after the
+/// kustomization file (`podgate fix`, which edits no kustomization; `podgate
+/// check` renders through [`kustomize::render`] to learn each object's
+/// source file).
+pub fn render_kustomization(dir: &Path, timeout: Duration) -> Result<Vec<RenderedDocument>, String> {
     let output = if which("kubectl") {
         let mut command = Command::new("kubectl");
         command.arg("kustomize").arg(dir);
-        run(command, "kubectl", "--kustomize")?
+        run(command, "kubectl", "--kustomize", timeout)?
     } else {
         let mut command = Command::new("kustomize");
         command.arg("build").arg(dir);
-        run(command, "kustomize", "--kustomize")?
+        run(command, "kustomize", "--kustomize", timeout)?
     };
     let file = KUSTOMIZATION_FILES.iter().map(|name| dir.join(name)).find(|p| p.exists()).unwrap_or(dir.into());
     Ok(split_documents(&output)
@@ -207,27 +219,61 @@ pub fn render_kustomization(dir: &Path) -> Result<Vec<RenderedDocument>, String>
 }
 
 /// Whether `program` is an executable on PATH.
-fn which(program: &str) -> bool {
+pub(crate) fn which(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// Runs a renderer and returns its standard output, or a one-line error
-/// with the end of what it printed on standard error.
-fn run(mut command: Command, program: &str, flag: &str) -> Result<String, String> {
-    let output = command.output().map_err(|e| match e.kind() {
+/// with the end of what it printed on standard error. A renderer that has
+/// not finished after `timeout` is killed: a rendering is local work that
+/// takes well under a second, so one that hangs waits for something that
+/// will not come (a network fetch, a blocking file) and must not hang CI.
+pub(crate) fn run(mut command: Command, program: &str, flag: &str, timeout: Duration) -> Result<String, String> {
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => format!("{flag} needs `{program}` on PATH"),
         _ => format!("cannot run {program}: {e}"),
     })?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    // Read both pipes while waiting, so a large rendering cannot fill one
+    // and stall the renderer.
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{program} did not finish within {timeout:?} (--render-timeout) and was stopped"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("cannot wait for {program}: {e}")),
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
         let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no message");
-        return Err(format!("{program} failed ({}): {}", output.status, last.trim()));
+        return Err(format!("{program} failed ({status}): {}", last.trim()));
     }
-    String::from_utf8(output.stdout).map_err(|_| format!("{program} printed invalid UTF-8"))
+    String::from_utf8(stdout).map_err(|_| format!("{program} printed invalid UTF-8"))
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }
 
 /// A rendering's documents (`---` separated), blank ones dropped.
-fn split_documents(text: &str) -> Vec<String> {
+pub(crate) fn split_documents(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     for line in text.lines() {

@@ -247,14 +247,23 @@ fn kustomizations_are_rendered_with_their_patches() {
     let report = json(&output);
     let results = report["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
-    // The base passes; the overlay's strategic-merge patch makes it privileged.
-    assert_eq!(results[0]["source"], "deploy/kustomize/base/kustomization.yaml#1");
+    // The base passes, located in its own file (not at `kustomization.yaml#1`).
+    assert_eq!(results[0]["source"], "deploy/kustomize/base/deployment.yaml#0");
+    assert_eq!(results[0]["file"], "deploy/kustomize/base/deployment.yaml");
+    assert_eq!(results[0]["line"], 1);
+    assert_eq!(results[0]["renderedBy"], serde_json::json!(["deploy/kustomize/base"]));
     assert_eq!(results[0]["allowed"], true);
-    assert_eq!(results[1]["source"], "deploy/kustomize/overlays/prod/kustomization.yaml#1");
+    // The overlay's strategic-merge patch makes it privileged: a result of
+    // its own, at the patch's line.
+    assert_eq!(results[1]["source"], "deploy/kustomize/base/deployment.yaml#0");
     assert_eq!(results[1]["namespace"], "prod");
     assert_eq!(results[1]["allowed"], false);
+    assert_eq!(results[1]["file"], "deploy/kustomize/overlays/prod/patches/debug.yaml");
+    assert_eq!(results[1]["renderedBy"], serde_json::json!(["deploy/kustomize/overlays/prod"]));
     assert_eq!(results[1]["violations"][0]["field"], "spec.template.spec.containers[0].securityContext.privileged");
-    assert_eq!(skip_counts(&report), counts(&[("not-workload", 2), ("kustomize-patch", 2)]));
+    assert_eq!(results[1]["violations"][0]["line"], 11);
+    // The base's Service once, not once per rendering.
+    assert_eq!(skip_counts(&report), counts(&[("not-workload", 1), ("kustomize-patch", 2)]));
 }
 
 #[test]
@@ -328,7 +337,7 @@ fn sarif_passes_the_sarif_multitool_and_points_at_fields() {
         ("runAsUser", "error", "manifests/worker.yaml", 17),
         ("runAsUser", "error", "charts/web/templates/deployment.yaml", 25),
         ("readinessProbe", "error", "charts/web/templates/deployment.yaml", 32),
-        ("allowPrivilegeEscalation", "error", "deploy/kustomize/overlays/prod/kustomization.yaml", 1),
+        ("allowPrivilegeEscalation", "error", "deploy/kustomize/overlays/prod/patches/debug.yaml", 11),
     ];
     let expected: Vec<(String, String, String, u64)> =
         expected.iter().map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), *d)).collect();

@@ -148,6 +148,7 @@ mod tests {
             pods: None,
             effect: Effect::Deny,
             line: None,
+            file: None,
         }
     }
 
@@ -168,6 +169,8 @@ mod tests {
             fully_exempt: false,
             file: String::new(),
             line: None,
+            rendered_by: Vec::new(),
+            differs_from: None,
         }
     }
 

@@ -561,6 +561,8 @@ mod tests {
             fully_exempt: exempt.is_some(),
             file: String::new(),
             line: None,
+            rendered_by: Vec::new(),
+            differs_from: None,
         }
     }
 

@@ -929,7 +929,7 @@ pub fn run(args: &FixArgs) -> ExitCode {
             Input::Patch(_) => run.note(format!(
                 "{shown}: a kustomize patch, not edited (fix renders its kustomization with --kustomize)"
             )),
-            Input::Chart(dir) if args.helm => match source::render_chart(dir, &helm) {
+            Input::Chart(dir) if args.helm => match source::render_chart(dir, &helm, source::DEFAULT_RENDER_TIMEOUT) {
                 Ok(documents) => {
                     run.rendered(&documents, "a Helm chart is not edited: change its values or the template")
                 }
@@ -938,10 +938,12 @@ pub fn run(args: &FixArgs) -> ExitCode {
             Input::Chart(_) => run.note(format!(
                 "{shown}: a Helm chart, not edited (use --helm to see what to change in its values or templates)"
             )),
-            Input::Kustomization(dir) if args.kustomize => match source::render_kustomization(dir) {
-                Ok(documents) => run.rendered(&documents, "a kustomization is not edited: add a patch for it in"),
-                Err(message) => run.error(format!("{shown}: {message}")),
-            },
+            Input::Kustomization(dir) if args.kustomize => {
+                match source::render_kustomization(dir, source::DEFAULT_RENDER_TIMEOUT) {
+                    Ok(documents) => run.rendered(&documents, "a kustomization is not edited: add a patch for it in"),
+                    Err(message) => run.error(format!("{shown}: {message}")),
+                }
+            }
             Input::Kustomization(_) => {
                 run.note(format!("{shown}: a kustomization, not edited (use --kustomize to see what to patch)"))
             }

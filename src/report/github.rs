@@ -30,15 +30,18 @@ fn annotation(out: &mut String, command: &str, file: &str, line: Option<usize>, 
 /// The annotations of a run, then the summary line of the text format.
 pub fn render(report: &Report, tally: Tally) -> String {
     let mut out = String::new();
-    for object in &report.results {
+    // A base object's finding once, not once per overlay that renders it.
+    for found in super::annotated(report) {
+        let (object, v) = (found.object, found.violation);
         let namespace = object.namespace.as_deref().map(|ns| format!("{ns}/")).unwrap_or_default();
         let name = object.name.as_deref().unwrap_or("<unnamed>");
-        for v in &object.violations {
-            let command = if v.action == "deny" { "error" } else { "warning" };
-            let title = format!("podgate {}: {} {namespace}{name}", v.check, object.kind);
-            let message = format!("{} (field {})", v.message, v.field);
-            annotation(&mut out, command, &object.file, v.line.or(object.line), &title, &message);
+        let command = if v.action == "deny" { "error" } else { "warning" };
+        let title = format!("podgate {}: {} {namespace}{name}", v.check, object.kind);
+        let mut message = format!("{} (field {})", v.message, v.field);
+        if !found.rendered_by.is_empty() {
+            message.push_str(&format!("; rendered by {}", found.rendered_by.join(", ")));
         }
+        annotation(&mut out, command, found.file, found.line, &title, &message);
     }
     for error in &report.errors {
         annotation(&mut out, "error", &error.file, error.line, "podgate: cannot check", &error.message);

@@ -192,23 +192,36 @@ pub fn render(report: &Report, tally: Tally, policy: &Policy, srcroot: Option<&P
         .collect();
 
     let mut results = Vec::new();
-    for object in &report.results {
+    // A base object's finding once, with the kustomizations rendering it.
+    for found in super::annotated(report) {
+        let (object, v) = (found.object, found.violation);
         let namespace = object.namespace.as_deref().map(|ns| format!("{ns}/")).unwrap_or_default();
         let name = object.name.as_deref().unwrap_or("<unnamed>");
-        for v in &object.violations {
-            results.push(json!({
-                "ruleId": v.check.as_str(),
-                "ruleIndex": v.check.index(),
-                "level": level(v.action),
-                "message": {"text": format!("{} ({} {namespace}{name}, field {})", v.message, object.kind, v.field)},
-                "locations": [location(&object.file, v.line.or(object.line), srcroot)],
-                // Stable across line moves, so code scanning tracks a finding
-                // through edits of the file.
-                "partialFingerprints": {
-                    "podgate/v1": format!("{}|{}|{namespace}{name}|{}", object.kind, v.check, v.field),
-                },
-            }));
+        let mut result = json!({
+            "ruleId": v.check.as_str(),
+            "ruleIndex": v.check.index(),
+            "level": level(v.action),
+            "message": {"text": format!("{} ({} {namespace}{name}, field {})", v.message, object.kind, v.field)},
+            "locations": [location(found.file, found.line, srcroot)],
+            // Stable across line moves, so code scanning tracks a finding
+            // through edits of the file.
+            "partialFingerprints": {
+                "podgate/v1": format!("{}|{}|{namespace}{name}|{}", object.kind, v.check, v.field),
+            },
+        });
+        if !found.rendered_by.is_empty() {
+            result["properties"] = json!({"renderedBy": found.rendered_by});
         }
+        if let Some(differs) = &object.differs_from {
+            // An overlay's finding: the patched object in its base file.
+            let mut base = location(&differs.file, differs.line, srcroot);
+            base["id"] = json!(0);
+            base["message"] =
+                json!({"text": format!("the object patched, as rendered by {}", differs.rendered_by.join(", "))});
+            result["relatedLocations"] = json!([base]);
+            result["properties"]["differsFrom"] = json!(differs.rendered_by);
+        }
+        results.push(result);
     }
 
     let notifications: Vec<Value> = report
