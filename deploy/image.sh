@@ -33,14 +33,16 @@
 #   PODGATE_BINARY  use this podgate binary instead of building one (tests and
 #                   CI build the fat-LTO release once). Without it:
 #                   `cargo auditable build --release --locked --bin podgate`.
-#   PODGATE_SBOM    0 to skip the SBOM (default 1: needs cargo-cyclonedx).
+#   PODGATE_SBOM    0 to skip the SBOM (default 1: needs auditable2cdx, and a
+#                   binary built with `cargo auditable`).
 #   SOURCE_DATE_EPOCH  timestamp for files and config (default: last commit).
 #
 # Outputs: OUT.tar, and (unless PODGATE_SBOM=0) the CycloneDX JSON SBOM of
-# podgate's Rust dependencies next to it: OUT.tar -> OUT.cdx.json. Prints the
-# image reference and the manifest digest on stdout. Needs python3, ldd, and
-# the tools from .ci/install.d/image-tools.sh (cargo-auditable,
-# cargo-cyclonedx).
+# the binary in the image next to it: OUT.tar -> OUT.cdx.json, converted by
+# auditable2cdx from the dependency list `cargo auditable` embedded in the
+# binary, so it names exactly the crates compiled in. Prints the image
+# reference and the manifest digest on stdout. Needs python3, ldd, and the
+# tools from .ci/install.d/image-tools.sh (cargo-auditable, auditable2cdx).
 set -euo pipefail
 
 die() { echo "image.sh: $*" >&2; exit 1; }
@@ -95,16 +97,37 @@ else
 fi
 
 if [ "${PODGATE_SBOM:-1}" != 0 ]; then
-    cargo cyclonedx --version >/dev/null 2>&1 \
-        || die "cargo-cyclonedx is missing: run .ci/install.d/image-tools.sh (or set PODGATE_SBOM=0)"
-    # cargo-cyclonedx writes next to Cargo.toml; a name of this run's own
-    # keeps parallel runs apart, then it moves next to the archive.
-    sbom_name="podgate-image-$$"
-    trap 'rm -f "$root/$sbom_name.json"' EXIT
-    # The host target's dependencies (the default), as the binary is built.
-    cargo cyclonedx --format json --spec-version 1.5 \
-        --override-filename "$sbom_name" >&2
-    mv "$root/$sbom_name.json" "$sbom"
+    command -v auditable2cdx >/dev/null 2>&1 \
+        || die "auditable2cdx is missing: run .ci/install.d/image-tools.sh (or set PODGATE_SBOM=0)"
+    # auditable2cdx (0.1.0) takes only the binary's path, prints minified
+    # CycloneDX 1.3 JSON and panics on a binary without the list; its
+    # message ("NoAuditData", an I/O error) follows ours.
+    if ! cdx="$(RUST_BACKTRACE=0 auditable2cdx "$binary" 2>&1 >"$sbom.partial")"; then
+        rm -f "$sbom.partial"
+        die "no SBOM: auditable2cdx cannot read a dependency list from $binary" \
+            "(build it with \`cargo auditable build\`, or set PODGATE_SBOM=0):"$'\n'"$cdx"
+    fi
+    # It writes podgate's own purl (a path dependency, source "local") as
+    # "pkg:cargo/podgate@0.1.0&download_url=redacted": the qualifiers begin
+    # with "&" instead of "?", so a purl parser reads the version as
+    # "0.1.0&download_url=redacted". Put the "?" back, keeping the rest of the
+    # document byte for byte (minified, keys in its order).
+    python3 - "$sbom.partial" <<'PY' || { rm -f "$sbom.partial"; die "cannot fix the purls in the SBOM"; }
+import json, re, sys
+path = sys.argv[1]
+with open(path, encoding="utf-8") as f:
+    bom = json.load(f)
+def fix(component):
+    purl = component.get("purl")
+    if purl and "?" not in purl:
+        component["purl"] = re.sub(r"^(pkg:cargo/[^@]+@[^&#]+)&", r"\1?", purl)
+fix(bom.get("metadata", {}).get("component", {}))
+for component in bom.get("components", []):
+    fix(component)
+with open(path, "w", encoding="utf-8") as f:
+    json.dump(bom, f, ensure_ascii=False, separators=(",", ":"))
+PY
+    mv "$sbom.partial" "$sbom"
 fi
 
 python3 - "$binary" "$out" "$image" "$version" "$SOURCE_DATE_EPOCH" $libs <<'PY'

@@ -3,8 +3,9 @@
 //! and EXPOSE (parsed here, not copied), the layer's files against the
 //! binary and the libraries `ldd` names, the audit data `cargo auditable`
 //! embeds (read by `rust-audit-info`) against Cargo.lock, the CycloneDX SBOM
-//! (validated against the CycloneDX schema by cyclonedx-python-lib), the
-//! same digest from a second build, and the archive imported into a
+//! auditable2cdx derives from that list (validated against the CycloneDX
+//! schema by cyclonedx-python-lib, naming the same crates), the same digest
+//! and SBOM from a second build, and the archive imported into a
 //! containerd of the test's own and run with runc as UID 65532: `--version`,
 //! and the default arguments serving with a certificate and policy mounted
 //! at /certs and /config as the chart mounts them.
@@ -72,7 +73,7 @@ fn have(test: &str, tools: &[&str], also: Option<&str>) -> bool {
 }
 
 /// What image.sh needs, and what reading its output needs.
-const BUILD_TOOLS: &[&str] = &["python3", "ldd", "tar", "sha256sum", "cargo-auditable", "cargo-cyclonedx"];
+const BUILD_TOOLS: &[&str] = &["python3", "ldd", "tar", "sha256sum", "cargo-auditable", "auditable2cdx"];
 
 fn run(command: &mut Command) -> Output {
     let output = command.env("PATH", path_with_tools()).output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
@@ -304,24 +305,36 @@ fn archive_is_an_oci_layout_with_verified_digests() {
     );
 }
 
-/// The same binary gives the same image (sorted entries, fixed times), and
-/// PODGATE_IMAGE names it; a name without a registry is Docker Hub's, as
-/// the kubelet resolves it.
+/// The same binary gives the same image (sorted entries, fixed times) and
+/// the same SBOM, byte for byte, and PODGATE_IMAGE names it; a name without
+/// a registry is Docker Hub's, as the kubelet resolves it.
 #[test]
 fn rebuilding_gives_the_same_digest_under_another_name() {
     let Some(built) = built("rebuilding_gives_the_same_digest_under_another_name") else { return };
-    for (name, stored) in [
+    for (run_number, (name, stored)) in [
         ("registry.example:5000/team/podgate:test", "registry.example:5000/team/podgate:test"),
         ("team/podgate", "docker.io/team/podgate:latest"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let archive = built.dir.join("again.tar");
+        let sbom = built.dir.join("again.cdx.json");
+        // The SBOM once: it does not depend on the name.
+        let with_sbom = run_number == 0;
         let output = run(Command::new(root().join("deploy/image.sh"))
             .arg(&archive)
             .env("PODGATE_BINARY", &built.binary)
             .env("PODGATE_IMAGE", name)
-            .env("PODGATE_SBOM", "0"));
+            .env("PODGATE_SBOM", if with_sbom { "1" } else { "0" }));
         let digest = built.printed.split_whitespace().nth(1).unwrap();
         assert_eq!(stdout(&output).trim(), format!("{stored} {digest}"), "PODGATE_IMAGE={name}");
+        if with_sbom {
+            assert!(same_bytes(&sbom, &built.sbom), "a second SBOM of the same binary differs");
+            std::fs::remove_file(&sbom).unwrap();
+        } else {
+            assert!(!sbom.exists(), "PODGATE_SBOM=0 wrote an SBOM");
+        }
         let listing = stdout(&run(Command::new("tar").arg("-xOf").arg(&archive).arg("index.json")));
         let index: Value = serde_json::from_str(&listing).unwrap();
         assert_eq!(index["manifests"][0]["annotations"]["io.containerd.image.name"], stored);
@@ -569,7 +582,10 @@ fn sbom_is_valid_cyclonedx_naming_podgate_and_its_dependencies() {
     assert!(built.sbom.is_file(), "no SBOM next to the archive: {}", built.sbom.display());
     let sbom = read_json(&built.sbom);
     assert_eq!(sbom["bomFormat"], "CycloneDX");
+    // auditable2cdx 0.1.0 writes CycloneDX 1.3; another version is a change
+    // of the tool to look at (and to say in docs/image.md).
     let spec = sbom["specVersion"].as_str().expect("specVersion").to_owned();
+    assert_eq!(spec, "1.3", "the SBOM's spec version changed");
 
     // The schema of that spec version, strict.
     let script = "import sys\n\
@@ -583,11 +599,30 @@ fn sbom_is_valid_cyclonedx_naming_podgate_and_its_dependencies() {
     let component = &sbom["metadata"]["component"];
     assert_eq!(component["name"], "podgate");
     assert_eq!(component["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(component["type"], "application");
     let components = sbom["components"].as_array().expect("components");
-    for c in components {
-        let purl = c["purl"].as_str().unwrap_or_default();
-        assert!(purl.starts_with(&format!("pkg:cargo/{}@", c["name"].as_str().unwrap())), "{c}");
+    // Every purl is pkg:cargo/NAME@VERSION, qualifiers after a "?" (image.sh
+    // puts back the "?" auditable2cdx writes as "&" for podgate itself).
+    for c in components.iter().chain([component]) {
+        let purl = c["purl"].as_str().unwrap_or_else(|| panic!("no purl: {c}"));
+        let (coordinates, qualifiers) = purl.split_once('?').unwrap_or((purl, ""));
+        let expected = format!("pkg:cargo/{}@{}", c["name"].as_str().unwrap(), c["version"].as_str().unwrap());
+        assert_eq!(coordinates, expected, "{c}");
+        assert!(!qualifiers.contains(['?', '#']), "{c}");
     }
+    // The dependency graph names only components of the SBOM, and podgate
+    // depends on something.
+    let refs: BTreeSet<&str> =
+        components.iter().chain([component]).map(|c| c["bom-ref"].as_str().expect("bom-ref")).collect();
+    let graph = sbom["dependencies"].as_array().expect("dependencies");
+    for node in graph {
+        assert!(refs.contains(node["ref"].as_str().unwrap()), "{node}");
+        for dependency in node["dependsOn"].as_array().into_iter().flatten() {
+            assert!(refs.contains(dependency.as_str().unwrap()), "{node}");
+        }
+    }
+    let podgate_node = graph.iter().find(|n| n["ref"] == component["bom-ref"]).expect("podgate in the graph");
+    assert!(!podgate_node["dependsOn"].as_array().is_none_or(Vec::is_empty), "{podgate_node}");
     let mut listed: BTreeSet<(String, String)> = components
         .iter()
         .map(|c| (c["name"].as_str().unwrap().to_owned(), c["version"].as_str().unwrap().to_owned()))
@@ -601,6 +636,23 @@ fn sbom_is_valid_cyclonedx_naming_podgate_and_its_dependencies() {
         Vec::<&(String, String)>::new(),
         "the SBOM and the binary's audit data list different crates"
     );
+
+    // A binary without the list (this test, built by plain cargo) gets a
+    // clear error and neither archive nor SBOM.
+    let test_binary = std::env::current_exe().unwrap();
+    let archive = built.dir.join("unaudited.tar");
+    let failed = Command::new(root().join("deploy/image.sh"))
+        .arg(&archive)
+        .env("PATH", path_with_tools())
+        .env("PODGATE_BINARY", &test_binary)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{failed:?}");
+    assert!(stderr.contains("auditable2cdx cannot read a dependency list"), "{stderr}");
+    assert!(stderr.contains("NoAuditData"), "{stderr}");
+    assert!(!archive.exists() && !built.dir.join("unaudited.cdx.json").exists());
+    assert!(!built.dir.join("unaudited.cdx.json.partial").exists());
 }
 
 /// A containerd of the test's own (root, state, socket in a temporary

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # What deploy/image.sh and tests/image.rs need. From crates.io, each
 # `cargo install --locked` into ~/.cargo/bin at a pinned version:
-# cargo-auditable (embeds the dependency list in the binary), cargo-cyclonedx
-# (the SBOM next to the archive), rust-audit-info (the test reads the list
-# back). From PyPI: cyclonedx-python-lib with its JSON schema validation (the
+# cargo-auditable (embeds the dependency list in the binary), auditable2cdx
+# (turns that list into the CycloneDX SBOM next to the archive; a few small
+# crates, about 3 minutes to build here, where cargo-cyclonedx, which builds
+# all of cargo, took 21), rust-audit-info (the test reads the list back). From PyPI: cyclonedx-python-lib with its JSON schema validation (the
 # test validates the SBOM). From Debian: python3 (writes the OCI archive),
 # ca-certificates (the image's CA bundle), containerd and runc (the test
 # imports and runs the image in a containerd of its own), curl and nsenter
@@ -39,7 +40,7 @@
         cargo install --quiet --locked "$crate@$version"
     }
     install cargo-auditable 0.7.7
-    install cargo-cyclonedx 0.5.9
+    install auditable2cdx 0.1.0
     install rust-audit-info 0.5.4
     want_cdx=11.12.0
     if ! python3 -c "import sys, importlib.metadata as m, cyclonedx.validation.json
