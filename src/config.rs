@@ -522,6 +522,24 @@ mod tests {
     }
 
     #[test]
+    fn user_namespaces_default_to_relaxed_per_check() {
+        use crate::checks::UserNamespaces;
+        let default = Policy::default();
+        assert_eq!(default.checks.run_as_non_root.user_namespaces, UserNamespaces::Relaxed);
+        assert_eq!(default.checks.run_as_user.user_namespaces, UserNamespaces::Relaxed);
+        let policy = Policy::from_yaml("checks:\n  runAsUser:\n    userNamespaces: enforce\n").unwrap();
+        assert_eq!(policy.checks.run_as_user.user_namespaces, UserNamespaces::Enforce);
+        assert_eq!(policy.checks.run_as_non_root.user_namespaces, UserNamespaces::Relaxed);
+        let err = Policy::from_yaml("checks:\n  runAsNonRoot:\n    userNamespaces: strict\n").unwrap_err();
+        assert!(err.contains("userNamespaces") || err.contains("strict"), "{err}");
+        assert!(err.contains("relaxed") && err.contains("enforce"), "{err}");
+        // Only the two checks that Pod Security Admission relaxes take it.
+        assert!(Policy::from_yaml("checks:\n  allowPrivilegeEscalation:\n    userNamespaces: enforce\n")
+            .unwrap_err()
+            .contains("userNamespaces"));
+    }
+
+    #[test]
     fn per_check_mode_overrides_global_mode() {
         let policy = Policy::from_yaml("mode: audit\nchecks:\n  runAsNonRoot:\n    mode: enforce\n").unwrap();
         assert_eq!(policy.checks.rollout(CheckId::RunAsNonRoot, policy.mode), (Action::Deny, Mode::Enforce));

@@ -91,6 +91,7 @@ static EMPTY_POD_SPEC: PodSpec<'static> = PodSpec {
     security_context: None,
     restart_policy: None,
     os: None,
+    host_users: None,
 };
 
 /// Finds the pod spec of `object`, whose kind the caller already recognised.

@@ -418,3 +418,53 @@ async fn continuous_audit_serves_metrics() {
         common::promtool_check(&metrics);
     }
 }
+
+/// `podgate audit` judges stored user-namespaced workloads (`hostUsers:
+/// false`, UID 0) as the webhook does: passed by default, as Pod Security
+/// Admission passes them; refused with `userNamespaces: enforce`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_namespaced_workloads_pass_unless_the_policy_enforces_inside_user_namespaces() {
+    let Some(cluster) = cluster().await else { return };
+    let ns = cluster.namespace("audit-userns").await;
+    let admin = cluster.admin();
+    let pod = manifest("pod-user-namespace.yaml");
+    let labels = json!({"app": "userns-web"});
+    created(
+        &admin,
+        &ns,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "userns-web"},
+        "spec": {"selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": pod["spec"].clone()}}}),
+    )
+    .await;
+    created(&admin, &ns, pod).await;
+    let config = kubeconfig(cluster, None);
+
+    let relaxed = audit(&config, &["-n", &ns, "--format", "json"]);
+    assert_eq!(relaxed.status.code(), Some(0), "{}", String::from_utf8_lossy(&relaxed.stderr));
+    let report: Value = serde_json::from_slice(&relaxed.stdout).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{report}");
+    assert!(results.iter().all(|r| r["allowed"] == true && r["violations"] == json!([])), "{report}");
+
+    let policy = cluster.scratch("userns-policy").join("policy.yaml");
+    std::fs::write(&policy, "checks:\n  runAsUser:\n    userNamespaces: enforce\n").unwrap();
+    let strict = audit(&config, &["-n", &ns, "--format", "json", "--config", policy.to_str().unwrap()]);
+    assert_eq!(strict.status.code(), Some(1), "{}", String::from_utf8_lossy(&strict.stderr));
+    let report: Value = serde_json::from_slice(&strict.stdout).unwrap();
+    let fields: Vec<(&str, &str)> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["violations"].as_array().unwrap().iter())
+        .map(|v| (v["check"].as_str().unwrap(), v["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("runAsUser", "spec.securityContext.runAsUser"),
+            ("runAsUser", "spec.template.spec.securityContext.runAsUser")
+        ],
+        "{report}"
+    );
+}

@@ -1030,7 +1030,7 @@ fn audit_mode_fails_open() {
     assert_eq!(r.webhook()["failurePolicy"], "Ignore", "an audit-only install must never block the cluster");
     let p = r.policy();
     assert_eq!(p["mode"], "audit");
-    assert_eq!(p["checks"]["runAsNonRoot"], json!({"action": "deny", "mode": "enforce"}));
+    assert_eq!(p["checks"]["runAsNonRoot"], json!({"action": "deny", "mode": "enforce", "userNamespaces": "relaxed"}));
     assert_eq!(p["checks"]["livenessProbe"], json!({"action": "warn"}));
 
     // An explicit failurePolicy wins over the derived one, both ways.
@@ -1149,7 +1149,7 @@ fn every_optional_object() {
     let p = r.policy();
     assert_eq!(
         p["checks"]["runAsUser"],
-        json!({"action": "deny", "minUid": 10000, "maxUid": 2147483647i64, "mode": "audit"})
+        json!({"action": "deny", "minUid": 10000, "maxUid": 2147483647i64, "mode": "audit", "userNamespaces": "enforce"})
     );
     assert_eq!(p["checks"]["probeSettings"]["forbidIdenticalLivenessReadiness"], true);
     assert_eq!(p["exemptions"].as_array().unwrap().len(), 4);

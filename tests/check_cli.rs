@@ -39,8 +39,43 @@ fn accepts_valid_directory_recursively() {
     // Windows workloads without Linux-only fields (the API refuses them there).
     assert!(stdout.contains("PASS  Pod shop/iis"), "{stdout}");
     assert!(stdout.contains("PASS  Deployment shop/win-web"), "{stdout}");
+    // A user-namespaced Deployment running as UID 0 (hostUsers: false), as
+    // Pod Security Admission allows it.
+    assert!(stdout.contains("PASS  Deployment shop/userns-web"), "{stdout}");
     // The ConfigMap beside the CronJob is not a workload.
     assert!(stdout.contains("1 document skipped"), "{stdout}");
+}
+
+#[test]
+fn rejects_user_namespaced_root_when_policy_enforces_in_user_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    let manifest = path("manifests/good/deployment-user-namespace.yaml");
+    std::fs::write(&policy, "checks:\n  runAsUser:\n    userNamespaces: enforce\n").unwrap();
+    let output = podgate(&["check", "--format", "json", "--config", &policy.display().to_string(), &manifest]);
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    let report = json_report(&output);
+    let findings: Vec<(&str, &str)> = report["results"][0]["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["check"].as_str().unwrap(), f["field"].as_str().unwrap()))
+        .collect();
+    // Only runAsUser enforces; runAsNonRoot stays relaxed (its default).
+    assert_eq!(findings, [("runAsUser", "spec.template.spec.securityContext.runAsUser")]);
+
+    std::fs::write(&policy, "checks:\n  runAsNonRoot:\n    userNamespaces: enforce\n").unwrap();
+    let output = podgate(&["check", "--format", "json", "--config", &policy.display().to_string(), &manifest]);
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", stderr(&output));
+    let report = json_report(&output);
+    assert_eq!(report["results"][0]["violations"][0]["check"], "runAsNonRoot");
+    assert_eq!(report["results"][0]["violations"].as_array().unwrap().len(), 1);
+
+    // A misspelt value is refused with the choices named.
+    std::fs::write(&policy, "checks:\n  runAsUser:\n    userNamespaces: strict\n").unwrap();
+    let output = podgate(&["check", "--config", &policy.display().to_string(), &manifest]);
+    assert_eq!(output.status.code(), Some(2), "stderr: {}", stderr(&output));
+    assert!(stderr(&output).contains("relaxed") && stderr(&output).contains("enforce"), "{}", stderr(&output));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1 as core;
 use kube_core::admission::AdmissionReview as UpstreamReview;
 use kube_core::DynamicObject;
 use podgate::decode::model::{self, Port};
-use podgate::decode::review;
+use podgate::decode::{manifest, review};
 
 fn fixture(relative: &str) -> Vec<u8> {
     std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)).unwrap()
@@ -149,4 +149,48 @@ fn lean_decoder_reads_windows_fields_as_upstream_does() {
     assert_eq!(ours.host_process, theirs.host_process);
     assert_eq!(ours.run_as_user_name, theirs.run_as_user_name);
     assert_eq!(ours.run_as_user_name.as_deref(), Some("containeradministrator"));
+}
+
+#[test]
+fn lean_decoder_reads_host_users_as_upstream_does() {
+    // The webhook's fast decoder and serde_json (the review path), and the
+    // manifest path (`podgate check`, YAML), against k8s-openapi's PodSpec.
+    let body = fixture("reviews/pod-create-user-namespace.json");
+    let ours = review::decode(&body).expect("our decoder");
+    let fast = podgate::decode::json::from_str::<review::AdmissionReview<'_>>(std::str::from_utf8(&body).unwrap())
+        .expect("the fast decoder reads the fixture");
+    let theirs: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let their_pod: core::Pod = serde_json::from_value(theirs["request"]["object"].clone()).unwrap();
+    let their_spec = their_pod.spec.unwrap();
+    assert_eq!(their_spec.host_users, Some(false));
+    for decoded in [&ours, &fast] {
+        let spec = &decoded.request.as_ref().unwrap().object.as_ref().unwrap().spec.as_ref().unwrap().pod;
+        assert_eq!(spec.host_users, their_spec.host_users);
+        assert!(spec.user_namespaced());
+    }
+
+    let yaml = fixture("manifests/good/deployment-user-namespace.yaml");
+    let value: serde_json::Value = serde_yaml_ng::from_slice(&yaml).expect("fixture is YAML");
+    let theirs: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(value).unwrap();
+    let their_host_users = theirs.spec.unwrap().template.spec.unwrap().host_users;
+    let mut read = Vec::new();
+    let text = std::str::from_utf8(&yaml).unwrap();
+    manifest::for_each_document_with_source(text, manifest::Syntax::Yaml, |_, _, document| {
+        for found in document.expect("the fixture parses").into_objects() {
+            let spec = found.object.spec.as_ref().unwrap().template.as_ref().unwrap().spec.as_ref().unwrap();
+            read.push(spec.host_users);
+        }
+    });
+    assert_eq!(read, [their_host_users]);
+    assert_eq!(their_host_users, Some(false));
+
+    // Unset, true and null are the host's user namespace, as upstream decodes them.
+    for (json, expected) in [("{}", None), (r#"{"hostUsers":true}"#, Some(true)), (r#"{"hostUsers":null}"#, None)] {
+        let ours: model::PodSpec = serde_json::from_str(json).unwrap();
+        let theirs: core::PodSpec =
+            serde_json::from_str(&json.replace('}', r#","containers":[]}"#).replace("{,", "{")).unwrap();
+        assert_eq!(ours.host_users, expected, "{json}");
+        assert_eq!(ours.host_users, theirs.host_users, "{json}");
+        assert!(!ours.user_namespaced(), "{json}");
+    }
 }

@@ -98,6 +98,49 @@ async fn every_kind_compliant_is_created_and_noncompliant_is_refused_with_podgat
     }
 }
 
+/// A Pod with `hostUsers: false` running as UID 0 (`pod-user-namespace.yaml`),
+/// and the same as every workload kind: the apiserver accepts them (user
+/// namespaces are on by default since 1.33) and podgate, enforcing, admits
+/// them as Pod Security Admission does; with `userNamespaces: enforce` it
+/// refuses them. A Windows Pod cannot opt into a user namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_namespaced_root_is_admitted_unless_the_policy_enforces_inside_user_namespaces() {
+    let Some(cluster) = cluster().await else { return };
+    let relaxed_ns = cluster.namespace("userns").await;
+    let strict_ns = cluster.namespace("userns-enforce").await;
+    let _relaxed = Podgate::register(cluster, "userns", &[]).await;
+    let _strict = Podgate::register(
+        cluster,
+        "userns-enforce",
+        &["checks.runAsNonRoot.userNamespaces=enforce", "checks.runAsUser.userNamespaces=enforce"],
+    )
+    .await;
+    let admin = cluster.admin();
+    let pod = manifest("pod-user-namespace.yaml");
+    for kind in KINDS {
+        let object = as_kind(kind, &pod);
+        assert_created(&create(&admin, &relaxed_ns, &object).await);
+        assert_denied(
+            &create(&admin, &strict_ns, &object).await,
+            &[
+                "runAsNonRoot != true (container \"app\" must not set securityContext.runAsNonRoot=false)",
+                "runAsUser=0 (pod must not set securityContext.runAsUser=0)",
+            ],
+        );
+    }
+    // Without hostUsers: false the same Pod is the host's root, refused by default.
+    let mut host = named(pod.clone(), "host-root");
+    host["spec"].as_object_mut().unwrap().remove("hostUsers");
+    assert_eq!(create_dry_run(&admin, &relaxed_ns, &host).await.status, 403);
+    // hostUsers is Linux-only: the API refuses it on a Windows Pod before
+    // any webhook, so the Windows rules never meet a user namespace.
+    let mut windows = named(manifest("windows-pod.yaml"), "win-userns");
+    windows["spec"]["hostUsers"] = json!(false);
+    let answer = create_dry_run(&admin, &relaxed_ns, &windows).await;
+    assert_eq!(answer.status, 422, "{answer:#?}");
+    assert!(answer.message().contains("hostUsers"), "{answer:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_dry_run_gets_the_same_verdict_and_creates_nothing() {
     let Some(cluster) = cluster().await else { return };

@@ -215,6 +215,7 @@ fn mutated_real_reviews_get_a_verdict_or_an_error() {
         "reviews/deployment-create.json",
         "reviews/pod-update-labels.json",
         "reviews/pod-create-windows-hostprocess.json",
+        "reviews/pod-create-user-namespace.json",
     ] {
         let original: Value = serde_json::from_str(&fixture(name)).unwrap();
         let mut paths = Vec::new();
@@ -260,7 +261,11 @@ fn byte_level_mutations_of_real_reviews_never_panic() {
 #[test]
 fn json_token_mutations_of_real_reviews_decode_as_serde_json_does() {
     let policy = Policy::default();
-    let originals = [fixture("reviews/pod-create.json"), fixture("reviews/pod-update-labels.json")];
+    let originals = [
+        fixture("reviews/pod-create.json"),
+        fixture("reviews/pod-update-labels.json"),
+        fixture("reviews/pod-create-user-namespace.json"),
+    ];
     // JSON's own edge cases, spliced in anywhere: numbers serde_json reads
     // as floats or refuses, escapes, surrogates, control characters,
     // structure, whitespace.
@@ -328,6 +333,7 @@ fn mutated_real_manifests_never_panic() {
         fixture("manifests/good/deployment.yaml"),
         fixture("manifests/bad/pod-root.yaml"),
         fixture("manifests/good/batch.yaml"),
+        fixture("manifests/good/deployment-user-namespace.yaml"),
     ];
     // Mutations drawn from YAML's own syntax reach deeper than random bytes.
     let token = prop_oneof![

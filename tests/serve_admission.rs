@@ -71,6 +71,37 @@ async fn rejects_windows_host_process_pod_without_asking_for_linux_fields() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allows_user_namespaced_root_pod_unless_the_policy_enforces_inside_user_namespaces() {
+    // hostUsers: false, runAsUser 0 at pod and container level, runAsNonRoot
+    // false: admitted, as Pod Security Admission admits it.
+    let review = fixture("pod-create-user-namespace.json");
+    let root_findings = [
+        "runAsNonRoot != true (pod must not set securityContext.runAsNonRoot=false, or container \"app\" must set securityContext.runAsNonRoot=true)",
+        "runAsUser=0 (pod must not set securityContext.runAsUser=0)",
+        "runAsUser=0 (container \"app\" must not set securityContext.runAsUser=0)",
+    ]
+    .join("; ");
+    let h = start(&[]).await;
+    assert_eq!(h.review(&review).await, json!({"uid": "4f7d2c90-3b1e-4d8a-a6f1-7c2e9b0d5a13", "allowed": true}));
+    // hostUsers: true is the host's user namespace: the host's root, denied.
+    let mut host = review.clone();
+    host["request"]["object"]["spec"]["hostUsers"] = json!(true);
+    let response = h.review(&host).await;
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["message"], root_findings.as_str());
+
+    let config = Mount::new(&[(
+        "policy.yaml",
+        "checks:\n  runAsNonRoot:\n    userNamespaces: enforce\n  runAsUser:\n    userNamespaces: enforce\n",
+    )]);
+    let path = config.path("policy.yaml").display().to_string();
+    let strict = start(&["--config", &path]).await;
+    let response = strict.review(&review).await;
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["message"], root_findings.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_mode_allows_with_warnings_and_audit_annotations() {
     let config = Mount::new(&[("policy.yaml", "mode: audit\nchecks:\n  readinessProbe:\n    action: warn\n")]);
     let path = config.path("policy.yaml").display().to_string();

@@ -11,7 +11,8 @@
 //! message (every deny finding, in order) and the warnings (as a multiset
 //! of findings) must be equal for every object. UPDATEs that leave the pod
 //! template alone or change it, and `pods/ephemeralcontainers` updates, are
-//! compared the same way.
+//! compared the same way. User-namespaced Pods (`hostUsers: false`) are in
+//! the corpus, judged under both `userNamespaces` settings.
 
 mod common;
 
@@ -192,12 +193,23 @@ fn pod_spec(rng: &mut Rng, restart: Option<&str>) -> Value {
     if rng.chance(10) {
         return windows_pod_spec(rng, restart);
     }
+    // User-namespaced pods (hostUsers: false, explicitly): runAsNonRoot and
+    // runAsUser relaxed unless the policy enforces them there; a few pods
+    // set hostUsers: true, which is the host's user namespace.
+    let user_namespaced = rng.chance(15);
+    if user_namespaced {
+        spec["hostUsers"] = json!(false);
+    } else if rng.chance(5) {
+        spec["hostUsers"] = json!(true);
+    }
     let strict = rng.chance(50);
     // Which container (if any) is generated freely in a strict pod spec.
     let free = if strict && rng.chance(50) { rng.below(3) } else { usize::MAX };
     let mut psc = json!({});
     if strict {
-        spec["securityContext"] = json!({"runAsNonRoot": true});
+        // Half the strict user-namespaced pods run as root, as PSA allows.
+        spec["securityContext"] =
+            if user_namespaced && rng.chance(50) { json!({"runAsUser": 0}) } else { json!({"runAsNonRoot": true}) };
         let containers: Vec<Value> =
             (0..1 + rng.below(2)).map(|i| container(rng, format!("app{i}"), true, i != free)).collect();
         spec["containers"] = Value::from(containers);
@@ -585,12 +597,13 @@ struct Setup {
 
 const POLICIES: &[Setup] = &[
     Setup { scope: "vd-default", values: &[] },
-    Setup { scope: "vd-audit", values: &["mode=audit"] },
+    Setup { scope: "vd-audit", values: &["mode=audit", "checks.runAsNonRoot.userNamespaces=enforce"] },
     Setup {
         scope: "vd-mixed",
         values: &[
             "checks.runAsUser.minUid=2000",
             "checks.runAsUser.maxUid=65535",
+            "checks.runAsUser.userNamespaces=enforce",
             "checks.runAsNonRoot.action=warn",
             "checks.livenessProbe.mode=audit",
             "checks.readinessProbe.action=off",
@@ -627,6 +640,8 @@ async fn exported_policies_decide_as_the_webhook_does() {
     let fixtures = objects.len();
     objects.extend(corpus());
     assert!(fixtures >= 5, "fixtures found: {fixtures}");
+    let user_namespaced = objects.iter().filter(|o| o.to_string().contains(r#""hostUsers":false"#)).count();
+    assert!(user_namespaced >= 40, "user-namespaced objects: {user_namespaced}");
 
     let client = cluster.admin();
     let mut failures = Vec::new();

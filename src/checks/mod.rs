@@ -23,7 +23,8 @@ pub mod run_as_non_root;
 pub mod run_as_user;
 
 pub use probe_settings::ProbeSettingsRule;
-pub use rule::{Action, CheckRule, Mode};
+pub use rule::{Action, CheckRule, Mode, UserNamespaces};
+pub use run_as_non_root::RunAsNonRootRule;
 pub use run_as_user::RunAsUserRule;
 
 /// The signature every check has.
@@ -44,7 +45,7 @@ pub const CHECKS: [(CheckId, CheckFn); 6] = [
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChecksConfig {
     #[serde(default)]
-    pub run_as_non_root: CheckRule,
+    pub run_as_non_root: RunAsNonRootRule,
     #[serde(default)]
     pub run_as_user: RunAsUserRule,
     #[serde(default)]
@@ -238,6 +239,16 @@ impl<'s, 'a> PodView<'s, 'a> {
     /// set, so checks judge the Windows counterpart instead.
     pub fn is_windows(&self) -> bool {
         self.spec.is_windows()
+    }
+
+    /// Whether a check whose `userNamespaces` setting is `setting` passes
+    /// this pod unseen: a user-namespaced pod (`spec.hostUsers: false`,
+    /// [`PodSpec::user_namespaced`]) under `relaxed`, as Pod Security
+    /// Admission judges it (see [`UserNamespaces`]). Not a Windows pod:
+    /// `hostUsers` is Linux-only (the API refuses it there) and the Windows
+    /// rules stay as they are.
+    pub fn relaxed_for_user_namespace(&self, setting: UserNamespaces) -> bool {
+        setting == UserNamespaces::Relaxed && self.spec.user_namespaced() && !self.is_windows()
     }
 
     /// The pod-level `securityContext.windowsOptions`.

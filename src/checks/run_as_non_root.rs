@@ -1,11 +1,34 @@
 //! `runAsNonRoot`: every container must run with an effective
 //! `runAsNonRoot: true` (its own setting, else the pod's).
+//!
+//! A Linux pod in its own user namespace (`spec.hostUsers: false`) passes
+//! unless `userNamespaces: enforce`: its root is not the host's, and Pod
+//! Security Admission allows any `runAsNonRoot` there (see
+//! [`UserNamespaces`]).
 
-use super::{CheckId, ChecksConfig, Finding, PodView};
+use serde::{Deserialize, Serialize};
+
+use super::{Action, CheckId, ChecksConfig, Finding, Mode, PodView, UserNamespaces};
 
 const FIELD: &str = "securityContext.runAsNonRoot";
 
-pub fn check(pod: &PodView<'_, '_>, _config: &ChecksConfig, out: &mut Vec<Finding>) {
+/// `checks.runAsNonRoot`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunAsNonRootRule {
+    #[serde(default)]
+    pub action: Action,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// `relaxed` (default, as Pod Security Admission) or `enforce`.
+    #[serde(default)]
+    pub user_namespaces: UserNamespaces,
+}
+
+pub fn check(pod: &PodView<'_, '_>, config: &ChecksConfig, out: &mut Vec<Finding>) {
+    if pod.relaxed_for_user_namespace(config.run_as_non_root.user_namespaces) {
+        return;
+    }
     let pod_level = pod.spec.security_context.as_ref().and_then(|sc| sc.run_as_non_root);
     for c in pod.containers() {
         let own = c.container.security_context.as_ref().and_then(|sc| sc.run_as_non_root);
@@ -24,7 +47,7 @@ pub fn check(pod: &PodView<'_, '_>, _config: &ChecksConfig, out: &mut Vec<Findin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::test_support::{fields, run_default};
+    use crate::checks::test_support::{fields, run, run_default};
 
     fn findings(spec: &str) -> Vec<Finding> {
         run_default(check, spec)
@@ -96,5 +119,49 @@ mod tests {
     #[test]
     fn null_security_context_counts_as_unset() {
         assert_eq!(findings(r#"{"securityContext":null,"containers":[{"name":"a","securityContext":null}]}"#).len(), 1);
+    }
+
+    fn enforcing_in_user_namespaces() -> ChecksConfig {
+        let mut config = ChecksConfig::default();
+        config.run_as_non_root.user_namespaces = UserNamespaces::Enforce;
+        config
+    }
+
+    #[test]
+    fn accepts_user_namespaced_pod_running_as_root() {
+        for spec in [
+            r#"{"hostUsers":false,"containers":[{"name":"app"}]}"#,
+            r#"{"hostUsers":false,"securityContext":{"runAsNonRoot":false},"containers":[{"name":"app","securityContext":{"runAsUser":0}}]}"#,
+            r#"{"hostUsers":false,"containers":[{"name":"a","securityContext":{"runAsNonRoot":false}}],"initContainers":[{"name":"i"}],"ephemeralContainers":[{"name":"e"}]}"#,
+        ] {
+            assert!(findings(spec).is_empty(), "{spec}");
+        }
+    }
+
+    #[test]
+    fn rejects_pod_in_host_user_namespace() {
+        // Only an explicit `false` is a user namespace (PSA's test): unset,
+        // `true` and `null` share the host's.
+        for host_users in [r#""hostUsers":true,"#, "", r#""hostUsers":null,"#] {
+            let spec = format!(r#"{{{host_users}"containers":[{{"name":"app"}}]}}"#);
+            assert_eq!(fields(&findings(&spec)), ["spec.containers[0].securityContext.runAsNonRoot"], "{spec}");
+        }
+    }
+
+    #[test]
+    fn rejects_user_namespaced_pod_when_setting_enforce() {
+        let spec = r#"{"hostUsers":false,"securityContext":{"runAsNonRoot":false},"containers":[{"name":"app"}]}"#;
+        let f = run(check, &enforcing_in_user_namespaces(), spec);
+        assert_eq!(fields(&f), ["spec.containers[0].securityContext.runAsNonRoot"]);
+        assert!(f[0].message.contains("pod must not set securityContext.runAsNonRoot=false"), "{}", f[0].message);
+        let compliant = r#"{"hostUsers":false,"securityContext":{"runAsNonRoot":true},"containers":[{"name":"app"}]}"#;
+        assert!(run(check, &enforcing_in_user_namespaces(), compliant).is_empty());
+    }
+
+    #[test]
+    fn rejects_windows_pod_whatever_its_host_users() {
+        // hostUsers is Linux-only: a Windows pod keeps the Windows rules.
+        let spec = r#"{"os":{"name":"windows"},"hostUsers":false,"containers":[{"name":"app"}]}"#;
+        assert_eq!(findings(spec).len(), 1);
     }
 }

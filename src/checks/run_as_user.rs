@@ -6,10 +6,16 @@
 //! refuses it); there the check forbids the Windows administrator instead:
 //! an effective `windowsOptions.runAsUserName` (the container's, else the
 //! pod's) of `ContainerAdministrator`, in any case, as Windows compares it.
+//!
+//! A Linux pod in its own user namespace (`spec.hostUsers: false`) passes
+//! unless `userNamespaces: enforce`: its UIDs are not the host's, and Pod
+//! Security Admission allows any `runAsUser` there (see [`UserNamespaces`]).
+//! `minUid` and `maxUid` keep containers clear of the host's system users
+//! and are relaxed with it.
 
 use serde::{Deserialize, Serialize};
 
-use super::{Action, CheckId, ChecksConfig, Finding, Mode, PodView};
+use super::{Action, CheckId, ChecksConfig, Finding, Mode, PodView, UserNamespaces};
 
 const FIELD: &str = "securityContext.runAsUser";
 const USER_NAME: &str = "securityContext.windowsOptions.runAsUserName";
@@ -32,6 +38,9 @@ pub struct RunAsUserRule {
     /// Highest UID allowed (default: no limit).
     #[serde(default)]
     pub max_uid: Option<i64>,
+    /// `relaxed` (default, as Pod Security Admission) or `enforce`.
+    #[serde(default)]
+    pub user_namespaces: UserNamespaces,
 }
 
 fn default_min_uid() -> i64 {
@@ -40,7 +49,13 @@ fn default_min_uid() -> i64 {
 
 impl Default for RunAsUserRule {
     fn default() -> Self {
-        RunAsUserRule { action: Action::Deny, mode: None, min_uid: default_min_uid(), max_uid: None }
+        RunAsUserRule {
+            action: Action::Deny,
+            mode: None,
+            min_uid: default_min_uid(),
+            max_uid: None,
+            user_namespaces: UserNamespaces::Relaxed,
+        }
     }
 }
 
@@ -83,6 +98,9 @@ pub fn check(pod: &PodView<'_, '_>, config: &ChecksConfig, out: &mut Vec<Finding
         return check_windows(pod, out);
     }
     let rule = &config.run_as_user;
+    if pod.relaxed_for_user_namespace(rule.user_namespaces) {
+        return;
+    }
     let pod_uid = pod.spec.security_context.as_ref().and_then(|sc| sc.run_as_user);
     if let Some(uid) = pod_uid.filter(|_| pod.includes_pod_level()) {
         if let Some(fix) = required_fix(uid, rule) {
@@ -282,5 +300,53 @@ mod tests {
                 "spec.ephemeralContainers[0].securityContext.runAsUser"
             ]
         );
+    }
+
+    fn user_namespaced(rest: &str) -> String {
+        format!(r#"{{"hostUsers":false,{rest}}}"#)
+    }
+
+    #[test]
+    fn accepts_user_namespaced_pod_running_as_root() {
+        for spec in [
+            user_namespaced(r#""securityContext":{"runAsUser":0},"containers":[{"name":"app"}]"#),
+            user_namespaced(
+                r#""containers":[{"name":"app","securityContext":{"runAsUser":0}}],"initContainers":[{"name":"i","securityContext":{"runAsUser":0}}],"ephemeralContainers":[{"name":"e","securityContext":{"runAsUser":0}}]"#,
+            ),
+            // minUid and maxUid are relaxed with it, as PSA allows any runAsUser.
+            user_namespaced(
+                r#""securityContext":{"runAsUser":5},"containers":[{"name":"app","securityContext":{"runAsUser":999}}]"#,
+            ),
+        ] {
+            assert!(run_default(check, &spec).is_empty(), "{spec}");
+        }
+    }
+
+    #[test]
+    fn rejects_root_in_host_user_namespace() {
+        for spec in [
+            with_uids("0", "1000").replacen('{', r#"{"hostUsers":true,"#, 1),
+            with_uids("0", "1000").replacen('{', r#"{"hostUsers":null,"#, 1),
+        ] {
+            assert_eq!(fields(&run_default(check, &spec)), ["spec.securityContext.runAsUser"], "{spec}");
+        }
+    }
+
+    #[test]
+    fn rejects_user_namespaced_pod_when_setting_enforce() {
+        let mut config = ChecksConfig::default();
+        config.run_as_user.user_namespaces = UserNamespaces::Enforce;
+        let spec = user_namespaced(
+            r#""securityContext":{"runAsUser":0},"containers":[{"name":"app","securityContext":{"runAsUser":999}}]"#,
+        );
+        let f = run(check, &config, &spec);
+        assert_eq!(fields(&f), ["spec.securityContext.runAsUser", "spec.containers[0].securityContext.runAsUser"]);
+        assert_eq!(f[0].message, "runAsUser=0 (pod must not set securityContext.runAsUser=0)");
+    }
+
+    #[test]
+    fn rejects_windows_administrator_whatever_its_host_users() {
+        let spec = r#"{"os":{"name":"windows"},"hostUsers":false,"containers":[{"name":"app","securityContext":{"windowsOptions":{"runAsUserName":"ContainerAdministrator"}}}]}"#;
+        assert_eq!(run_default(check, spec).len(), 1);
     }
 }

@@ -146,6 +146,10 @@ pub struct PodSpec<'a> {
     /// `spec.os`: which operating system the pod runs on. Without it a pod
     /// is judged as a Linux pod, as Pod Security Admission does.
     pub os: Option<PodOs<'a>>,
+    /// `spec.hostUsers`: `false` runs the pod in its own user namespace
+    /// (its UID 0 is an unprivileged UID on the host); unset or `true`
+    /// shares the host's.
+    pub host_users: Option<bool>,
 }
 
 impl PodSpec<'_> {
@@ -154,6 +158,14 @@ impl PodSpec<'_> {
     /// counterparts instead.
     pub fn is_windows(&self) -> bool {
         self.os.as_ref().and_then(|os| os.name.as_deref()) == Some("windows")
+    }
+
+    /// `spec.hostUsers: false`, set explicitly: a user-namespaced pod. Pod
+    /// Security Admission's own test (`relaxPolicyForUserNamespacePod`,
+    /// pod-security-admission `policy/helpers.go`): an unset `hostUsers`
+    /// means the host's user namespace.
+    pub fn user_namespaced(&self) -> bool {
+        self.host_users == Some(false)
     }
 }
 
@@ -175,8 +187,15 @@ impl<'a> PodSpec<'a> {
         seen: &mut SeenFields,
         map: &mut A,
     ) -> Result<(), A::Error> {
-        const FIELDS: [&str; 6] =
-            ["containers", "initContainers", "ephemeralContainers", "securityContext", "restartPolicy", "os"];
+        const FIELDS: [&str; 7] = [
+            "containers",
+            "initContainers",
+            "ephemeralContainers",
+            "securityContext",
+            "restartPolicy",
+            "os",
+            "hostUsers",
+        ];
         let Some(index) = FIELDS.iter().position(|field| *field == key) else {
             map.next_value::<IgnoredAny>()?;
             return Ok(());
@@ -188,7 +207,8 @@ impl<'a> PodSpec<'a> {
             2 => self.ephemeral_containers = map.next_value::<Containers<'a>>()?.0,
             3 => self.security_context = map.next_value()?,
             4 => self.restart_policy = map.next_value()?,
-            _ => self.os = map.next_value()?,
+            5 => self.os = map.next_value()?,
+            _ => self.host_users = map.next_value()?,
         }
         Ok(())
     }
@@ -255,7 +275,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectSpec<'a> {
                 let mut seen = SeenFields::default();
                 while let Some(key) = map.next_key::<Key<'de>>()? {
                     match &*key.0 {
-                        // Bits 0..6 belong to the pod spec fields.
+                        // Bits 0..7 belong to the pod spec fields.
                         "template" => {
                             seen.first_time::<A::Error>(8, "template")?;
                             spec.template = map.next_value()?

@@ -134,6 +134,7 @@ mod tests {
             (r#"{"containers":[],"containers":[{"name":"c"}]}"#, "containers"),
             (r#"{"restartPolicy":"Never","restartPolicy":"Always"}"#, "restartPolicy"),
             (r#"{"template":{},"template":{}}"#, "template"),
+            (r#"{"hostUsers":false,"hostUsers":true}"#, "hostUsers"),
             (r#"{"template":{"spec":{"initContainers":[],"initContainers":[]}}}"#, "initContainers"),
             (r#"{"securityContext":{"runAsNonRoot":true,"runAsNonRoot":false}}"#, "runAsNonRoot"),
         ] {

@@ -38,7 +38,7 @@
 use serde_json::{json, Value};
 
 use super::cel::{all, any, list, lit};
-use crate::checks::CheckId;
+use crate::checks::{CheckId, UserNamespaces};
 use crate::config::{Exemption, Policy};
 use crate::verdict::{effect_of, Effect};
 
@@ -151,6 +151,9 @@ fn admission_policy(policy: &Policy, name: &str, effect: Effect, checks: &[Check
         variable("ephemeralOnly", "request.?subResource.orValue('') == 'ephemeralcontainers'"),
         // Windows pods are judged by their Windows risks (`checks::PodView::is_windows`).
         variable("windows", "variables.spec.?os.?name.orValue('') == 'windows'"),
+        // A Linux pod in its own user namespace (`checks::PodView::relaxed_for_user_namespace`):
+        // `hostUsers` explicitly false, as Pod Security Admission tests it.
+        variable("userNamespaced", "!variables.windows && variables.spec.?hostUsers.orValue(true) == false"),
     ];
     variables.extend(LIST_VARIABLES.iter().map(|(name, expression)| variable(name, expression)));
     for &check in checks {
@@ -292,6 +295,15 @@ fn per_list(template: &str) -> String {
         .join(" +\n")
 }
 
+/// `findings`, or none for a user-namespaced pod when the check's
+/// `userNamespaces` is `relaxed` (`checks::PodView::relaxed_for_user_namespace`).
+fn relaxed_in_user_namespaces(setting: UserNamespaces, findings: String) -> String {
+    match setting {
+        UserNamespaces::Relaxed => format!("variables.userNamespaced ? [] : (\n{findings}\n)"),
+        UserNamespaces::Enforce => findings,
+    }
+}
+
 /// Whether an exemption rule matches the request: every selector it sets
 /// (`config::Exemption::matches`).
 fn exemption_matches(rule: &Exemption) -> String {
@@ -329,14 +341,15 @@ fn findings(policy: &Policy, check: CheckId, prefix: &str) -> String {
         CheckId::RunAsNonRoot => {
             let own = "x.c.?securityContext.?runAsNonRoot";
             let pod = "variables.podSecurityContext.?runAsNonRoot";
-            per_list(&format!(
+            let findings = per_list(&format!(
                 "variables.containers.filter(x, !{own}.orValue({pod}.orValue(false))).map(x,\n  {open} + \
                  ({own}.hasValue() ? x.who + ' must not set securityContext.runAsNonRoot=false' :\n   \
                  {pod}.hasValue() ? 'pod must not set securityContext.runAsNonRoot=false, or ' + x.who + \
                  ' must set securityContext.runAsNonRoot=true' :\n   \
                  'pod or ' + x.who + ' must set securityContext.runAsNonRoot=true') + ')')",
                 open = p("runAsNonRoot != true (")
-            ))
+            ));
+            relaxed_in_user_namespaces(policy.checks.run_as_non_root.user_namespaces, findings)
         }
         CheckId::RunAsUser => {
             let rule = &policy.checks.run_as_user;
@@ -368,8 +381,8 @@ fn findings(policy: &Policy, check: CheckId, prefix: &str) -> String {
                 pod_user = "variables.podSecurityContext.?windowsOptions.?runAsUserName",
                 user_open = p("runAsUserName=\""),
             ));
-            format!(
-                "variables.windows ? (\n{windows}\n) :\n(!variables.ephemeralOnly && variables.podSecurityContext.?runAsUser.hasValue() && {pod_bad} ?\n  \
+            let linux = format!(
+                "(!variables.ephemeralOnly && variables.podSecurityContext.?runAsUser.hasValue() && {pod_bad} ?\n  \
                  [{open} + string({pod}) + ' (pod must ' + {pod_fix} + ')'] : []) +\n{containers}",
                 pod_bad = bad(pod),
                 pod_fix = fix(pod),
@@ -379,6 +392,10 @@ fn findings(policy: &Policy, check: CheckId, prefix: &str) -> String {
                     own_bad = bad(own),
                     own_fix = fix(own),
                 )),
+            );
+            format!(
+                "variables.windows ? (\n{windows}\n) :\n{}",
+                relaxed_in_user_namespaces(rule.user_namespaces, linux)
             )
         }
         CheckId::AllowPrivilegeEscalation => format!(
@@ -586,6 +603,28 @@ mod tests {
         assert_eq!(objects[1]["spec"]["validationActions"], json!(["Deny"]));
         let not_exempt = &objects[0]["spec"]["matchConditions"][1]["expression"];
         assert_eq!(not_exempt, "!(request.?namespace.orValue('') == 'kube-system')");
+    }
+
+    #[test]
+    fn user_namespaced_pods_skip_only_the_relaxed_checks() {
+        let expression = |policy: &Policy, check: &str| {
+            let objects = objects(policy).unwrap();
+            let variables = objects[0]["spec"]["variables"].as_array().unwrap().clone();
+            variables.into_iter().find(|v| v["name"] == check).unwrap()["expression"].as_str().unwrap().to_owned()
+        };
+        let relaxed = "variables.userNamespaced ? [] :";
+        let default = Policy::default();
+        assert!(expression(&default, "runAsNonRoot").starts_with(relaxed));
+        assert!(expression(&default, "runAsUser").contains(relaxed));
+        // Windows pods keep their rule before the relaxation is considered.
+        assert!(expression(&default, "runAsUser").starts_with("variables.windows ? ("));
+        assert!(!expression(&default, "allowPrivilegeEscalation").contains("userNamespaced"));
+        let enforce = Policy::from_yaml(
+            "checks:\n  runAsNonRoot: {userNamespaces: enforce}\n  runAsUser: {userNamespaces: enforce}\n",
+        )
+        .unwrap();
+        assert!(!expression(&enforce, "runAsNonRoot").contains("userNamespaced"));
+        assert!(!expression(&enforce, "runAsUser").contains("userNamespaced"));
     }
 
     #[test]

@@ -28,12 +28,15 @@ fn documentation(check: CheckId) -> (&'static str, &'static str) {
         CheckId::RunAsNonRoot => (
             "Containers must run as non-root",
             "The effective runAsNonRoot of every container (its securityContext, else the pod's) must be true. \
-             A container-level false overrides a pod-level true and violates.",
+             A container-level false overrides a pod-level true and violates. A pod in its own user namespace \
+             (hostUsers: false) passes, as Pod Security Admission allows, unless userNamespaces: enforce.",
         ),
         CheckId::RunAsUser => (
             "UIDs must be non-zero and in the allowed range",
             "Every runAsUser that is set (pod level and each container) must be non-zero, at least minUid \
-             (default 1000) and at most maxUid if set. An unset UID passes; runAsNonRoot governs it.",
+             (default 1000) and at most maxUid if set. An unset UID passes; runAsNonRoot governs it. A pod in \
+             its own user namespace (hostUsers: false) may run any UID, as Pod Security Admission allows, unless \
+             userNamespaces: enforce.",
         ),
         CheckId::AllowPrivilegeEscalation => (
             "Containers must not allow privilege escalation",
