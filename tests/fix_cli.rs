@@ -395,3 +395,29 @@ fn follows_the_policy_on_identical_probes() {
     assert_eq!(check.status.code(), Some(1), "only the liveness probes are missing: {}", describe(&check));
     assert!(!text(&check.stdout).contains("probeSettings"), "{}", describe(&check));
 }
+
+#[test]
+fn leaves_run_as_non_root_alone_for_user_namespaces_and_uid_zero() {
+    let dir = workspace(&["root-uid.yaml"]);
+    let output = podgate_in(dir.path(), &["fix", "root-uid.yaml"]);
+    assert_eq!(output.status.code(), Some(1), "the host-root Pod is left for a person: {}", describe(&output));
+    let stdout = text(&output.stdout);
+    // The user-namespaced Pod passes as it is (PSA's relaxation, podgate's
+    // default): nothing added, nothing reported.
+    assert!(!stdout.contains("Pod shop/userns-root"), "{stdout}");
+    // UID 0 on the host: runAsNonRoot=true would stop the kubelet from
+    // starting the container, so it is not added.
+    assert!(stdout.contains("Pod shop/host-root"), "{stdout}");
+    assert!(stdout.contains("container \"app\" runs as UID 0 (runAsUser=0)"), "{stdout}");
+    assert_eq!(read(dir.path(), "root-uid.yaml"), std::fs::read_to_string(fixture("root-uid.yaml")).unwrap());
+
+    // With userNamespaces: enforce the user-namespaced Pod is judged too,
+    // and its UID 0 is left to a person the same way.
+    std::fs::write(dir.path().join("policy.yaml"), "checks:\n  runAsNonRoot:\n    userNamespaces: enforce\n").unwrap();
+    let output = podgate_in(dir.path(), &["fix", "--config", "policy.yaml", "root-uid.yaml"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("Pod shop/userns-root"), "{stdout}");
+    assert_eq!(stdout.matches("runs as UID 0 (runAsUser=0)").count(), 2, "{stdout}");
+    assert_eq!(read(dir.path(), "root-uid.yaml"), std::fs::read_to_string(fixture("root-uid.yaml")).unwrap());
+}

@@ -271,13 +271,29 @@ impl Fixer<'_> {
             }
         }
 
-        // runAsNonRoot at pod level.
+        // runAsNonRoot at pod level, where the check asks for it: not when
+        // the policy turns it off, nor for a user-namespaced pod it relaxes
+        // (there root is an unprivileged host UID, and many such pods run
+        // as UID 0 on purpose).
+        let rule = &self.policy.checks.run_as_non_root;
+        let required =
+            rule.action != crate::checks::Action::Off && !view.relaxed_for_user_namespace(rule.user_namespaces);
         let pod_level = target.spec.security_context.as_ref().and_then(|sc| sc.run_as_non_root);
+        let pod_uid = target.spec.security_context.as_ref().and_then(|sc| sc.run_as_user);
         let own = |c: &crate::checks::ContainerRef<'_, '_>| {
             c.container.security_context.as_ref().and_then(|sc| sc.run_as_non_root)
         };
-        let setting_false: Vec<_> = view.containers().filter(|c| own(c) == Some(false)).collect();
-        let uncovered = view.containers().any(|c| own(&c).is_none());
+        let setting_false: Vec<_> =
+            if required { view.containers().filter(|c| own(c) == Some(false)).collect() } else { Vec::new() };
+        let uncovered = required && view.containers().any(|c| own(&c).is_none());
+        // A container that would run as UID 0 cannot start with
+        // runAsNonRoot=true (the kubelet refuses it): adding it would turn a
+        // finding into a Pod that never runs, so its UID needs a person first.
+        let as_root: Vec<_> = view
+            .containers()
+            .filter(|c| own(c).is_none())
+            .filter(|c| c.container.security_context.as_ref().and_then(|sc| sc.run_as_user).or(pod_uid) == Some(0))
+            .collect();
         for c in &setting_false {
             note(
                 at(&c.field("securityContext.runAsNonRoot")),
@@ -285,17 +301,11 @@ impl Fixer<'_> {
             );
         }
         match pod_level {
-            Some(false) => note(
+            Some(false) if required => note(
                 format!("{pod_path}.securityContext.runAsNonRoot"),
                 "the pod sets it false: fix never changes a value someone wrote".to_owned(),
             ),
-            None if uncovered && setting_false.is_empty() => edit(
-                format!("{pod_path}.securityContext"),
-                "runAsNonRoot",
-                Value::Bool(true),
-                "unset, and no container sets it false".to_owned(),
-            ),
-            None if uncovered => {
+            None if uncovered && !setting_false.is_empty() => {
                 for c in view.containers().filter(|c| own(c).is_none()) {
                     note(
                         at(&c.field("securityContext.runAsNonRoot")),
@@ -306,6 +316,23 @@ impl Fixer<'_> {
                     );
                 }
             }
+            None if uncovered && !as_root.is_empty() => {
+                for c in &as_root {
+                    note(
+                        at(&c.field("securityContext.runAsNonRoot")),
+                        format!(
+                            "pod-level runAsNonRoot not added: {} runs as UID 0 (runAsUser=0), and the kubelet refuses to start it with runAsNonRoot=true; set a non-zero runAsUser first",
+                            c.describe()
+                        ),
+                    );
+                }
+            }
+            None if uncovered => edit(
+                format!("{pod_path}.securityContext"),
+                "runAsNonRoot",
+                Value::Bool(true),
+                "unset, and no container sets it false".to_owned(),
+            ),
             _ => {}
         }
 
