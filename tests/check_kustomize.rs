@@ -10,48 +10,19 @@
 //! a missing one is skipped loudly, or fails with `PODGATE_REQUIRE_TOOLS=1`.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+#[path = "common/tools.rs"]
+mod tools;
+
+use tools::{have, multitool_validate, path_with_tools};
 
 use serde_json::{json, Value};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kustomize")
-}
-
-fn tools_bin() -> PathBuf {
-    match std::env::var_os("PODGATE_TOOLS") {
-        Some(dir) => PathBuf::from(dir).join("bin"),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/podgate-tools/bin"),
-    }
-}
-
-fn path_with_tools() -> OsString {
-    let mut dirs = vec![tools_bin()];
-    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-    std::env::join_paths(dirs).unwrap()
-}
-
-/// Whether every tool is installed; if not, the test is skipped (or fails
-/// under `PODGATE_REQUIRE_TOOLS=1`).
-fn have(test: &str, tools: &[&str]) -> bool {
-    let path = path_with_tools();
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|tool| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let hint = "install them with `for f in .ci/install.d/*.sh; do bash \"$f\"; done`";
-    if std::env::var("PODGATE_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{test}: {missing:?} not found and PODGATE_REQUIRE_TOOLS=1; {hint}");
-    }
-    eprintln!("\n!!! {test} SKIPPED: {missing:?} not found; {hint}\n");
-    false
 }
 
 /// `podgate check ARGS` in `dir`, as CI runs it.
@@ -328,7 +299,7 @@ fn sarif_locates_findings_in_source_files_with_the_overlays_and_passes_the_multi
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("kustomize.sarif");
     std::fs::write(&log, &output.stdout).unwrap();
-    let problems = multitool_validate(&log);
+    let problems = multitool_validate(&[&log]);
     // The one remark: no `informationUri` (podgate has no public home page).
     assert_eq!(problems.len(), 1, "SARIF Multitool: {problems:#?}");
     assert!(problems[0].starts_with("warning SARIF2005"), "{problems:?}");
@@ -366,34 +337,6 @@ fn sarif_locates_findings_in_source_files_with_the_overlays_and_passes_the_multi
         json!(["apps/base", "apps/overlays/dev", "apps/overlays/staging"])
     );
     assert_eq!(run["properties"]["objectsChecked"], 3);
-}
-
-/// The errors and warnings `sarif-multitool validate` reports on `log`.
-fn multitool_validate(log: &Path) -> Vec<String> {
-    let out = log.with_extension("validation.sarif");
-    let status = Command::new(tools_bin().join("sarif-multitool"))
-        .arg("validate")
-        .arg(log)
-        .arg("--output")
-        .arg(&out)
-        .args(["--log", "ForceOverwrite"])
-        .env("PATH", path_with_tools())
-        .output()
-        .expect("sarif-multitool runs");
-    assert!(status.status.success(), "sarif-multitool failed: {}", String::from_utf8_lossy(&status.stdout));
-    let validation: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    validation["runs"][0]["results"]
-        .as_array()
-        .map(|results| {
-            results
-                .iter()
-                .map(|r| {
-                    let level = r["level"].as_str().unwrap_or("warning");
-                    format!("{level} {}: {}", r["ruleId"].as_str().unwrap_or("?"), r["message"])
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

@@ -14,44 +14,15 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "common/tools.rs"]
+mod tools;
+
+use tools::{have, multitool_validate, path_with_tools};
+
 use serde_json::Value;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo")
-}
-
-fn tools_bin() -> PathBuf {
-    match std::env::var_os("PODGATE_TOOLS") {
-        Some(dir) => PathBuf::from(dir).join("bin"),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/podgate-tools/bin"),
-    }
-}
-
-/// PATH with `$PODGATE_TOOLS/bin` first, as `.ci/run` sets it.
-fn path_with_tools() -> OsString {
-    let mut dirs = vec![tools_bin()];
-    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-    std::env::join_paths(dirs).unwrap()
-}
-
-/// Whether every tool is installed; if not, the test is skipped (or fails
-/// under `PODGATE_REQUIRE_TOOLS=1`).
-fn have(test: &str, tools: &[&str]) -> bool {
-    let path = path_with_tools();
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|tool| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let hint = "install them with `for f in .ci/install.d/*.sh; do bash \"$f\"; done`";
-    if std::env::var("PODGATE_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{test}: {missing:?} not found and PODGATE_REQUIRE_TOOLS=1; {hint}");
-    }
-    eprintln!("\n!!! {test} SKIPPED: {missing:?} not found; {hint}\n");
-    false
 }
 
 /// Runs the real binary in the fixture repository, as CI would (`podgate
@@ -447,37 +418,6 @@ fn sarif_uris_have_no_dot_segments_for_parent_and_absolute_paths() {
     std::fs::write(&dotted_log, serde_json::to_vec(&dotted).unwrap()).unwrap();
     let problems = multitool_validate(&[&dotted_log]);
     assert!(problems.iter().any(|p| p.starts_with("error SARIF1002")), "{problems:#?}");
-}
-
-/// The errors and warnings `sarif-multitool validate` reports on `logs`.
-/// (Its exit code is 0 even for an invalid log, so the findings are read
-/// from its own SARIF output.)
-fn multitool_validate(logs: &[&Path]) -> Vec<String> {
-    let out = logs[0].with_extension("validation.sarif");
-    let status = Command::new(tools_bin().join("sarif-multitool"))
-        .arg("validate")
-        .args(logs)
-        .arg("--output")
-        .arg(&out)
-        .args(["--log", "ForceOverwrite"])
-        .env("PATH", path_with_tools())
-        .output()
-        .expect("sarif-multitool runs");
-    assert!(status.status.success(), "sarif-multitool failed: {}", String::from_utf8_lossy(&status.stdout));
-    let validation: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(validation["runs"][0]["invocations"][0]["executionSuccessful"], true);
-    validation["runs"][0]["results"]
-        .as_array()
-        .map(|results| {
-            results
-                .iter()
-                .map(|r| {
-                    let level = r["level"].as_str().unwrap_or("warning");
-                    format!("{level} {}: {}", r["ruleId"].as_str().unwrap_or("?"), r["message"])
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

@@ -7,6 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "common/tools.rs"]
+mod tools;
+
 fn fixture(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fix").join(relative)
 }
@@ -293,28 +296,12 @@ fn reports_a_healthcheck_it_cannot_translate() {
 }
 
 /// `$PODGATE_TOOLS/bin` (where `.ci/install.d` puts helm and kubectl) first on PATH.
-fn path_with_tools() -> std::ffi::OsString {
-    let tools = match std::env::var_os("PODGATE_TOOLS") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/podgate-tools"),
-    };
-    let mut dirs = vec![tools.join("bin")];
-    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-    std::env::join_paths(dirs).unwrap()
-}
-
 #[test]
 fn reports_what_to_change_in_charts_and_kustomizations() {
-    let path = path_with_tools();
-    let missing: Vec<&str> = ["helm", "kubectl"]
-        .into_iter()
-        .filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
-        .collect();
-    if !missing.is_empty() {
-        assert_ne!(std::env::var("PODGATE_REQUIRE_TOOLS").as_deref(), Ok("1"), "{missing:?} not found");
-        eprintln!("\n!!! reports_what_to_change_in_charts_and_kustomizations SKIPPED: {missing:?} not found\n");
+    if !tools::have("reports_what_to_change_in_charts_and_kustomizations", &["helm", "kubectl"]) {
         return;
     }
+    let path = tools::path_with_tools();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo");
     let output = Command::new(env!("CARGO_BIN_EXE_podgate"))
         .args(["fix", "--helm", "--kustomize", "--tcp-probes", "charts", "deploy"])

@@ -19,13 +19,17 @@
 //! `PODGATE_REQUIRE_TOOLS=1` (as `.ci/run` sets). containerd needs root.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+#[path = "common/tools.rs"]
+mod tools;
+
+use tools::path_with_tools;
 
 /// How long any awaited condition may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(180);
@@ -36,40 +40,12 @@ fn root() -> &'static Path {
 
 /// PATH with `$PODGATE_TOOLS/bin` and `~/.cargo/bin` first, as `.ci/run`
 /// sets it.
-fn path_with_tools() -> OsString {
-    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
-    let tools = match std::env::var_os("PODGATE_TOOLS") {
-        Some(dir) => PathBuf::from(dir),
-        None => home.join(".cache/podgate-tools"),
-    };
-    let mut dirs = vec![tools.join("bin"), home.join(".cargo/bin")];
-    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-    std::env::join_paths(dirs).unwrap()
-}
-
-fn missing_tools(tools: &[&str]) -> Vec<String> {
-    let path = path_with_tools();
-    tools
-        .iter()
-        .filter(|tool| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-        .map(|tool| tool.to_string())
-        .collect()
-}
-
 /// Whether the test can run: every tool is installed (and `also` holds);
 /// if not, it is skipped loudly, or fails under `PODGATE_REQUIRE_TOOLS=1`.
 fn have(test: &str, tools: &[&str], also: Option<&str>) -> bool {
-    let mut missing = missing_tools(tools);
+    let mut missing = tools::missing(tools);
     missing.extend(also.map(str::to_owned));
-    if missing.is_empty() {
-        return true;
-    }
-    let hint = "install them with `bash .ci/install.d/image-tools.sh`";
-    if std::env::var("PODGATE_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{test}: {missing:?} not available and PODGATE_REQUIRE_TOOLS=1; {hint}");
-    }
-    eprintln!("\n!!! {test} SKIPPED: {missing:?} not available; {hint}\n");
-    false
+    tools::require(test, missing, "install them with `bash .ci/install.d/image-tools.sh`")
 }
 
 /// What image.sh needs, and what reading its output needs.
