@@ -18,14 +18,14 @@ const FOUND: &str = "podgate-locate: found";
 
 /// One step of a field path: `containers` or `[0]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step<'p> {
+pub enum Step<'p> {
     Key(&'p str),
     Index(usize),
 }
 
-/// Splits `spec.containers[0].securityContext` into its steps; `None` for a
-/// path this module cannot read (it then answers with an ancestor's line).
-fn steps(path: &str) -> Vec<Step<'_>> {
+/// Splits `spec.containers[0].securityContext` into its steps; a path read
+/// only up to a malformed index (`[x]`) answers with that ancestor's line.
+pub fn steps(path: &str) -> Vec<Step<'_>> {
     let mut out = Vec::new();
     for part in path.split('.').filter(|p| !p.is_empty()) {
         let (key, mut indexes) = match part.find('[') {

@@ -165,7 +165,7 @@ fn json_at<'j>(root: &'j Json, path: &[Step]) -> Option<&'j Json> {
     let mut node = root;
     for step in path {
         node = match step {
-            Step::Key(key) => node.get(key.as_str())?,
+            Step::Key(key) => node.get(*key)?,
             Step::Index(index) => node.get(*index)?,
         };
     }

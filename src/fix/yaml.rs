@@ -19,34 +19,7 @@
 
 use std::fmt;
 
-/// One step of a field path: `containers` or `[0]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    Key(String),
-    Index(usize),
-}
-
-/// Splits `spec.containers[0].securityContext` into its steps.
-pub fn steps(path: &str) -> Vec<Step> {
-    let mut out = Vec::new();
-    for part in path.split('.').filter(|p| !p.is_empty()) {
-        let (key, mut indexes) = match part.find('[') {
-            Some(at) => (&part[..at], &part[at..]),
-            None => (part, ""),
-        };
-        if !key.is_empty() {
-            out.push(Step::Key(key.to_owned()));
-        }
-        while let Some(rest) = indexes.strip_prefix('[') {
-            let Some(end) = rest.find(']') else { break };
-            if let Ok(index) = rest[..end].parse() {
-                out.push(Step::Index(index));
-            }
-            indexes = &rest[end + 1..];
-        }
-    }
-    out
-}
+pub use crate::decode::locate::{steps, Step};
 
 /// A value to insert, with its keys in the order they are written.
 #[derive(Debug, Clone, PartialEq)]
