@@ -472,11 +472,20 @@ async fn install_export(cluster: &Cluster, objects: &[Value], namespace: &str) {
         let answer = send(&client, "POST", &path, "application/json", Some(object)).await;
         assert_eq!(answer.status, 201, "create {}: {answer:?}", object["metadata"]["name"]);
     }
+    // The apiserver picks policies and bindings up one by one: wait until
+    // every exported policy answers, not just the first. The probe Pod fails
+    // a check of each (root, may escalate, no probes), whatever its action
+    // and mode, so each policy denies or warns under its own name.
+    let policies: Vec<String> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
+        .map(|o| format!("ValidatingAdmissionPolicy '{}'", o["metadata"]["name"].as_str().unwrap()))
+        .collect();
     let pod = named(manifest("pod-noncompliant.yaml"), "vap-probe");
-    common::eventually("the apiserver to apply the exported policies", || async {
+    common::eventually("the apiserver to apply every exported policy", || async {
         let answer = create_dry_run(&client, namespace, &pod).await;
-        answer.message().contains("ValidatingAdmissionPolicy")
-            || answer.warnings.iter().any(|w| w.contains("ValidatingAdmissionPolicy"))
+        let message = answer.message();
+        policies.iter().all(|p| message.contains(p.as_str()) || answer.warnings.iter().any(|w| w.contains(p.as_str())))
     })
     .await;
 }
